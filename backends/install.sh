@@ -1,0 +1,134 @@
+#!/usr/bin/env bash
+# Install deepcam-hvd into .venv/ at the repo root, with a Horovod built for one backend profile.
+#
+#   backends/install.sh                 # profile from $DEEPCAM_BACKEND, default cpu-mpi
+#   DEEPCAM_BACKEND=nvidia-nccl backends/install.sh
+#
+# Idempotent: every step checks before it acts, so a second run takes seconds. The Horovod
+# wheel is cached under $DEEPCAM_HVD_WHEEL_CACHE (default ~/.cache/deepcam-hvd/wheels), keyed by
+# Horovod, torch and Python versions, build flags, compiler/MPI and the patch itself; it is only
+# rebuilt when that key changes.
+set -euo pipefail
+
+HOROVOD_VERSION=0.28.1
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+PROFILE=${DEEPCAM_BACKEND:-cpu-mpi}
+PROFILE_FILE="$ROOT/backends/profiles/$PROFILE.env"
+VENV="$ROOT/.venv"
+CACHE=${DEEPCAM_HVD_WHEEL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/deepcam-hvd/wheels}
+PY=${PYTHON:-python3}
+
+say() { printf '[install] %s\n' "$*"; }
+die() { printf '[install] error: %s\n' "$*" >&2; exit 1; }
+
+[ -f "$PROFILE_FILE" ] || die "unknown backend profile '$PROFILE' (DEEPCAM_BACKEND); choose one of: $(cd "$ROOT/backends/profiles" && ls | sed 's/\.env$//' | tr '\n' ' ')"
+SKIP_MPI4PY=0
+# shellcheck source=/dev/null
+. "$PROFILE_FILE"
+say "profile $PROFILE: $PROFILE_DESCRIPTION"
+
+# --- 1. system packages ---------------------------------------------------------------
+# On Cray systems the programming environment provides MPI and compilers; never apt there.
+if [ -n "${CRAYPE_VERSION:-}" ]; then
+    say "Cray programming environment found: using cc/CC wrappers and Cray MPICH"
+    export CC=cc CXX=CC MPICC=cc
+elif command -v dpkg-query >/dev/null 2>&1; then
+    missing=""
+    for p in $APT_PACKAGES; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+    done
+    if [ -n "$missing" ]; then
+        say "installing system packages:$missing"
+        SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+        $SUDO apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $missing >/dev/null
+    fi
+else
+    say "no dpkg: assuming a compiler, cmake and MPI ($APT_PACKAGES) are provided by the system"
+fi
+
+# --- 2. virtual environment and Python packages -----------------------------------------
+if [ ! -x "$VENV/bin/python" ]; then
+    say "creating $VENV"
+    "$PY" -m venv "$VENV"
+fi
+VPY="$VENV/bin/python"
+PIP=("$VPY" -m pip --disable-pip-version-check -q)
+
+want_torch=${TORCH_SPEC#torch==}
+have_torch=$("$VPY" -c 'import torch; print(torch.__version__.split("+")[0])' 2>/dev/null || true)
+if [ "$have_torch" != "$want_torch" ]; then
+    say "installing $TORCH_SPEC"
+    # shellcheck disable=SC2086
+    "${PIP[@]}" install $TORCH_PIP_ARGS "$TORCH_SPEC"
+fi
+
+if [ "$SKIP_MPI4PY" != 1 ] && ! "$VPY" -c 'import mpi4py' 2>/dev/null; then
+    # Built from source so it links the site's MPI (Debian MPICH here, Cray MPICH on ARCHER2).
+    say "building mpi4py against $(command -v "${MPICC:-mpicc}" || echo mpicc)"
+    "${PIP[@]}" install --no-binary mpi4py mpi4py
+fi
+
+stamp="$VENV/.deepcam-deps"
+deps_key=$(cat "$ROOT/setup.cfg" "$ROOT/pyproject.toml" 2>/dev/null | sha256sum | cut -c1-16)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$deps_key" ]; then
+    say "installing deepcam-hvd and its Python dependencies"
+    "${PIP[@]}" install "setuptools>=64" wheel
+    "${PIP[@]}" install -e "$ROOT[test]"
+    echo "$deps_key" > "$stamp"
+fi
+
+# --- 3. Horovod, built once per key and cached ------------------------------------------
+torch_v=$("$VPY" -c 'import torch; print(torch.__version__)')
+py_v=$("$VPY" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+mpi_id=$({ "${MPICC:-mpicc}" -show 2>/dev/null || true; "${CXX:-c++}" --version 2>/dev/null | head -1; } | sha256sum | cut -c1-12)
+patch_id=$(sha256sum "$ROOT/backends/patch_horovod.py" | cut -c1-12)
+flags_id=$(echo "$HOROVOD_BUILD_ENV" | tr ' ' '\n' | sort | sha256sum | cut -c1-12)
+key="hvd${HOROVOD_VERSION}-torch${torch_v}-py${py_v}-${PROFILE}-f${flags_id}-c${mpi_id}-p${patch_id}"
+marker="$VENV/.horovod-key"
+
+if [ "$(cat "$marker" 2>/dev/null)" = "$key" ] && "$VPY" -c 'import horovod.torch' 2>/dev/null; then
+    say "horovod $HOROVOD_VERSION already installed ($key)"
+else
+    wheel_dir="$CACHE/$key"
+    wheel=$(ls "$wheel_dir"/horovod-*.whl 2>/dev/null | head -1 || true)
+    if [ -z "$wheel" ]; then
+        say "building horovod $HOROVOD_VERSION ($key); this takes ~10 minutes on 2 cores"
+        work=$(mktemp -d)
+        trap 'rm -rf "$work"' EXIT
+        "${PIP[@]}" download --no-deps --no-binary :all: "horovod==$HOROVOD_VERSION" -d "$work"
+        tar -xzf "$work/horovod-$HOROVOD_VERSION.tar.gz" -C "$work"
+        src="$work/horovod-$HOROVOD_VERSION"
+        "$VPY" "$ROOT/backends/patch_horovod.py" "$src"
+        # CMake 4 refuses gloo's ancient cmake_minimum_required; this lets it configure.
+        export CMAKE_POLICY_VERSION_MINIMUM=3.5
+        export MAKEFLAGS="-j$(nproc)"
+        "${PIP[@]}" install "cmake<4" 2>/dev/null || true
+        mkdir -p "$wheel_dir"
+        # --no-build-isolation: build against the torch already in the venv, not a fresh one.
+        # shellcheck disable=SC2086
+        env $HOROVOD_BUILD_ENV PATH="$VENV/bin:$PATH" \
+            "$VPY" -m pip wheel --no-deps --no-build-isolation -w "$work/dist" "$src" \
+            > "$work/build.log" 2>&1 || { tail -40 "$work/build.log" >&2; die "horovod build failed (log above)"; }
+        cp "$work"/dist/horovod-*.whl "$wheel_dir/"
+        wheel=$(ls "$wheel_dir"/horovod-*.whl | head -1)
+    else
+        say "using cached horovod wheel $wheel"
+    fi
+    "${PIP[@]}" install --no-deps --force-reinstall "$wheel"
+    "${PIP[@]}" install "$wheel"  # its runtime deps (psutil, cloudpickle, cffi, ...)
+    "$VPY" -c 'import horovod.torch' || die "horovod installed but 'import horovod.torch' fails"
+    echo "$key" > "$marker"
+fi
+
+# --- 4. verify the build has what the profile promises ----------------------------------
+"$VPY" - "$EXPECT_BUILD" <<'PYEOF'
+import sys
+import horovod.torch as hvd
+have = {"torch": True, "mpi": hvd.mpi_built(), "gloo": hvd.gloo_built(), "nccl": hvd.nccl_built() > 0}
+missing = [k for k in sys.argv[1].split() if not have[k]]
+if missing:
+    sys.exit(f"[install] error: horovod build lacks {', '.join(missing)}")
+print("[install] horovod build ok: " + ", ".join(k for k, v in have.items() if v))
+PYEOF
+say "done: $VENV/bin/deepcam-hvd, $VENV/bin/horovodrun"

@@ -1,0 +1,1 @@
+"""Subcommands of the ``deepcam-hvd`` CLI, one module each."""

@@ -1,0 +1,51 @@
+"""``deepcam-hvd info``: what each rank sees (launcher, backend, layout, device, threads)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+
+from deepcam_hvd.commands.options import runtime_options
+from deepcam_hvd.runtime import start_runtime
+
+
+def format_table(ranks: list[dict[str, Any]]) -> str:
+    """Human-readable per-rank layout."""
+    build = ranks[0]["horovod_build"]
+    built = "not installed" if not build.get("installed") else (
+        f"{build['version']} with " + ", ".join(
+            k.upper() for k in ("mpi", "gloo", "nccl", "rccl") if build.get(k)) or "nothing")
+    lines = [
+        f"launcher {ranks[0]['launcher']}, backend {ranks[0]['backend']}"
+        + (f" ({ranks[0]['controller']})" if ranks[0].get("controller") else "")
+        + f", {len(ranks)} rank(s); torch {ranks[0]['torch']}; horovod {built}",
+        f"{'rank':>4} {'local':>7} {'host':<16} {'device':<8} {'threads':>7}  cores  (source)",
+    ]
+    for r in ranks:
+        cores = r["bound_cores"]
+        span = f"{cores[0]}-{cores[-1]}" if cores and len(cores) > 1 else ",".join(map(str, cores))
+        lines.append(f"{r['rank']:>4} {r['local_rank']:>3}/{r['local_size']:<3} "
+                     f"{r['host'][:16]:<16} {r['device']:<8} {r['threads']:>7}  {span:<6} "
+                     f"({r['thread_source']})")
+    return "\n".join(lines)
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@click.option("--output", type=click.Path(dir_okay=False, writable=True), default=None,
+              help="Also write the JSON document to this file (rank 0), e.g. under horovodrun, "
+                   "which prefixes every printed line with the rank.")
+@runtime_options
+def info(as_json: bool, output: str | None, launcher: str, backend: str, device: str) -> None:
+    """Show, per rank, how this launch is wired (run it under your launcher)."""
+    runtime = start_runtime(launcher, backend, device)
+    ranks = runtime.backend.allgather_object(runtime.describe())  # every rank calls it
+    if runtime.backend.is_root:
+        document = json.dumps({"size": runtime.size, "ranks": ranks}, indent=2)
+        click.echo(document if as_json else format_table(ranks))
+        if output:
+            Path(output).write_text(document + "\n")
+    runtime.backend.shutdown()

@@ -1,0 +1,242 @@
+"""The training configuration: typed, merged from defaults < config file < command line, and
+validated before any process group starts.
+
+Option names follow the MLCommons reference parser (``--start_lr``, ``--lr_schedule`` ...), so
+its run scripts translate one to one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Literal, get_args, get_type_hints
+
+import tomllib
+
+from deepcam_hvd.errors import ConfigError
+
+NUM_CHANNELS = 16
+ADAM_EPS = 1e-6  # fixed by the MLPerf HPC rules
+
+OptimizerName = Literal["Adam", "AdamW", "LAMB"]
+ScheduleType = Literal["multistep", "cosine_annealing"]
+Precision = Literal["fp32", "bf16", "fp16"]
+Compression = Literal["none", "fp16"]
+DataFormat = Literal["hdf5", "npy"]
+Division = Literal["auto", "closed", "open"]
+
+
+@dataclass
+class LRSchedule:
+    """Learning-rate schedule after warm-up (reference: ``--lr_schedule type=...,key=value``)."""
+
+    type: ScheduleType = "multistep"
+    milestones: list[int] = field(default_factory=lambda: [15000, 25000])
+    decay_rate: float = 0.1
+    t_max: int = 0
+    eta_min: float = 0.0
+
+    @classmethod
+    def parse(cls, text: str) -> LRSchedule:
+        """Read the reference's form: ``type=multistep,milestones=800 1600,decay_rate=0.1``."""
+        values: dict[str, Any] = {}
+        for item in filter(None, (part.strip() for part in text.split(","))):
+            key, sep, value = item.partition("=")
+            if not sep:
+                raise ConfigError(f"--lr_schedule: {item!r} is not key=value")
+            values[key.strip()] = value.strip()
+        if "milestones" in values:
+            values["milestones"] = values["milestones"].replace(";", " ").split()
+        return _build(cls, values, "lr_schedule")
+
+
+@dataclass
+class TrainConfig:
+    """Every setting of a training run."""
+
+    # data
+    data_dir_prefix: str = ""
+    data_format: DataFormat = "hdf5"
+    channels: list[int] = field(default_factory=lambda: list(range(NUM_CHANNELS)))
+    max_inter_threads: int = 1
+    stage_dir: str = ""
+    skip_bad_files: bool = False
+    # run and outputs
+    output_dir: str = "runs/deepcam"
+    run_tag: str = "deepcam"
+    checkpoint: str = ""
+    model_prefix: str = "model"
+    model: str = "deeplab-xception"
+    max_epochs: int = 30
+    save_frequency: int = 0
+    logging_frequency: int = 0
+    keep_checkpoints: int = 2
+    # batch and optimisation
+    local_batch_size: int = 1
+    local_batch_size_validation: int = 1
+    gradient_accumulation_frequency: int = 1
+    optimizer: OptimizerName = "Adam"
+    start_lr: float = 1e-3
+    optimizer_betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    weight_decay: float = 1e-6
+    lr_warmup_steps: int = 0
+    lr_warmup_factor: float = 1.0
+    lr_schedule: LRSchedule = field(default_factory=LRSchedule)
+    target_iou: float = 0.82
+    batchnorm_group_size: int = 1
+    seed: int = 333
+    # speed options: off until a benchmark shows a gain on the hardware
+    precision: Precision = "fp32"
+    channels_last: bool = False
+    compile: bool = False
+    gradient_compression: Compression = "none"
+    # MLPerf logging
+    division: Division = "auto"
+    organization: str = "deepcam-hvd"
+    platform: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain, JSON-ready dict of every setting."""
+        return dataclasses.asdict(self)
+
+    def validate(self, world_size: int | None = None) -> TrainConfig:
+        """Check every value and combination; raise ConfigError naming the option."""
+        _positive(self, "max_epochs", "local_batch_size", "local_batch_size_validation",
+                  "gradient_accumulation_frequency", "batchnorm_group_size", "keep_checkpoints")
+        _non_negative(self, "max_inter_threads", "save_frequency", "logging_frequency",
+                      "lr_warmup_steps", "weight_decay", "seed")
+        if not self.start_lr > 0 or not math.isfinite(self.start_lr):
+            raise ConfigError(f"--start_lr must be a positive number, got {self.start_lr}")
+        if self.lr_warmup_factor < 1.0:
+            raise ConfigError(f"--lr_warmup_factor must be >= 1, got {self.lr_warmup_factor}")
+        if len(self.optimizer_betas) != 2 or not all(0 <= b < 1 for b in self.optimizer_betas):
+            raise ConfigError(f"--optimizer_betas needs two values in [0, 1), "
+                              f"got {self.optimizer_betas}")
+        if not 0 < self.target_iou <= 1:
+            raise ConfigError(f"--target_iou must be in (0, 1], got {self.target_iou}")
+        if not self.channels:
+            raise ConfigError("--channels selects no channel")
+        bad = [c for c in self.channels if not 0 <= c < NUM_CHANNELS]
+        if bad:
+            raise ConfigError(f"--channels {bad} out of range 0..{NUM_CHANNELS - 1}")
+        if len(set(self.channels)) != len(self.channels):
+            raise ConfigError(f"--channels {self.channels} repeats a channel")
+        sched = self.lr_schedule
+        if sched.type == "multistep":
+            if sorted(sched.milestones) != sched.milestones or any(m <= 0 for m in
+                                                                   sched.milestones):
+                raise ConfigError(f"--lr_schedule milestones must be increasing positive steps, "
+                                  f"got {sched.milestones}")
+            if not 0 < sched.decay_rate <= 1:
+                raise ConfigError(f"--lr_schedule decay_rate must be in (0, 1], "
+                                  f"got {sched.decay_rate}")
+        elif sched.t_max <= 0:
+            raise ConfigError(f"--lr_schedule cosine_annealing needs t_max > 0, got {sched.t_max}")
+        if world_size is not None and world_size % self.batchnorm_group_size:
+            raise ConfigError(f"--batchnorm_group_size {self.batchnorm_group_size} does not "
+                              f"divide the {world_size} ranks")
+        return self
+
+
+def _positive(cfg: TrainConfig, *names: str) -> None:
+    for name in names:
+        if getattr(cfg, name) < 1:
+            raise ConfigError(f"--{name} must be at least 1, got {getattr(cfg, name)}")
+
+
+def _non_negative(cfg: TrainConfig, *names: str) -> None:
+    for name in names:
+        if getattr(cfg, name) < 0:
+            raise ConfigError(f"--{name} must not be negative, got {getattr(cfg, name)}")
+
+
+def _coerce(value: Any, hint: Any, name: str) -> Any:
+    """Convert a file or command-line value to the annotated type, or raise ConfigError."""
+    origin = getattr(hint, "__origin__", None)
+    try:
+        if origin is Literal:
+            choices = get_args(hint)
+            if value not in choices:
+                raise ConfigError(f"--{name} {value!r} is not one of {', '.join(choices)}")
+            return value
+        if origin is list:
+            (item,) = get_args(hint)
+            items = value.replace(",", " ").split() if isinstance(value, str) else list(value)
+            return [_coerce(v, item, name) for v in items]
+        if hint is bool:
+            if isinstance(value, str):
+                if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                    raise ValueError(value)
+                return value.lower() in ("true", "1", "yes")
+            return bool(value)
+        if hint is int:
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError(value)
+            return int(value)
+        if hint is float:
+            return float(value)
+        if hint is str:
+            return str(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"--{name}: {value!r} is not a valid {getattr(hint, '__name__', hint)}"
+                          ) from None
+    return value
+
+
+def _build(cls: type, values: Mapping[str, Any], where: str) -> Any:
+    hints = get_type_hints(cls)
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigError(f"{where}: unknown setting(s) {', '.join(unknown)}")
+    kwargs = {}
+    for key, value in values.items():
+        hint = hints[key]
+        if hint is LRSchedule:
+            kwargs[key] = value if isinstance(value, LRSchedule) else \
+                LRSchedule.parse(value) if isinstance(value, str) else \
+                _build(LRSchedule, value, "lr_schedule")
+        else:
+            kwargs[key] = _coerce(value, hint, key)
+    return cls(**kwargs)
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """Settings from a TOML (.toml) or YAML (.yaml/.yml) file, as a flat dict."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"config file {path}: {exc.strerror}") from None
+    try:
+        if path.suffix == ".toml":
+            data = tomllib.loads(text)
+        elif path.suffix in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_load(text) or {}
+        elif path.suffix == ".json":
+            data = json.loads(text)
+        else:
+            raise ConfigError(f"config file {path}: use .toml, .yaml/.yml or .json")
+    except (tomllib.TOMLDecodeError, ValueError) as exc:
+        raise ConfigError(f"config file {path}: {str(exc).splitlines()[0]}") from None
+    except Exception as exc:  # yaml.YAMLError without importing yaml at module load
+        if type(exc).__module__.startswith("yaml"):
+            raise ConfigError(f"config file {path}: {str(exc).splitlines()[0]}") from None
+        raise
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path}: expected a table of settings")
+    return data
+
+
+def resolve_config(*layers: Mapping[str, Any]) -> TrainConfig:
+    """Merge layers (later wins) over the defaults into a TrainConfig; values are coerced."""
+    merged: dict[str, Any] = {}
+    for layer in layers:
+        merged.update({k: v for k, v in layer.items() if v is not None})
+    return _build(TrainConfig, merged, "config")

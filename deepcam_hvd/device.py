@@ -1,0 +1,42 @@
+"""Which device a rank computes on: the one place that decides it."""
+
+from __future__ import annotations
+
+import torch
+
+from deepcam_hvd.errors import ConfigError
+
+DEVICE_CHOICES = ("auto", "cpu", "cuda")
+
+
+def gpu_kind() -> str | None:
+    """'cuda' or 'rocm' when torch sees a GPU, else None."""
+    if not torch.cuda.is_available():
+        return None
+    return "rocm" if getattr(torch.version, "hip", None) else "cuda"
+
+
+def choose_device(request: str, local_rank: int, local_size: int) -> torch.device:
+    """Pick this rank's device from the request ('auto', 'cpu', 'cuda') and its local rank.
+
+    GPUs go by local rank from the communicator. When the launcher already gave each rank
+    its own GPU (one visible device), that device is used; a node with fewer visible GPUs
+    than local ranks is an error rather than silently sharing a GPU.
+    """
+    if request not in DEVICE_CHOICES:
+        raise ConfigError(f"--device {request!r} is not one of {', '.join(DEVICE_CHOICES)}")
+    if request == "cpu" or (request == "auto" and gpu_kind() is None):
+        return torch.device("cpu")
+    if gpu_kind() is None:
+        raise ConfigError("--device cuda but torch sees no GPU (CPU-only torch build, or "
+                          "CUDA_VISIBLE_DEVICES/HIP_VISIBLE_DEVICES hides them)")
+    count = torch.cuda.device_count()
+    if count == 1:
+        index = 0
+    elif local_rank < count and local_size <= count:
+        index = local_rank
+    else:
+        raise ConfigError(f"{local_size} ranks on this node but {count} GPUs visible: "
+                          "launch at most one rank per GPU")
+    torch.cuda.set_device(index)
+    return torch.device("cuda", index)

@@ -1,0 +1,212 @@
+"""The one interface every communication backend implements (horovod, torch, local)."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+
+ReduceOp = Literal["sum", "mean"]
+
+
+@dataclass(frozen=True)
+class Group:
+    """A subset of ranks that reduces together (e.g. for group batch-norm).
+
+    ``ranks`` are global ranks in ascending order; ``handle`` is the backend's own object.
+    """
+
+    ranks: tuple[int, ...]
+    handle: Any = None
+
+    @property
+    def size(self) -> int:
+        """Number of ranks in the group."""
+        return len(self.ranks)
+
+
+class Backend(ABC):
+    """How ranks talk to each other. Collectives must be called by every rank, in order."""
+
+    name: str = "abstract"
+
+    @property
+    @abstractmethod
+    def rank(self) -> int:
+        """Global rank of this process."""
+
+    @property
+    @abstractmethod
+    def size(self) -> int:
+        """Number of processes."""
+
+    @property
+    @abstractmethod
+    def local_rank(self) -> int:
+        """Rank of this process among those on the same node."""
+
+    @property
+    @abstractmethod
+    def local_size(self) -> int:
+        """Number of processes on this node."""
+
+    @property
+    def is_root(self) -> bool:
+        """True on global rank 0."""
+        return self.rank == 0
+
+    @abstractmethod
+    def barrier(self) -> None:
+        """Block until every rank reaches this point."""
+
+    @abstractmethod
+    def allreduce(
+        self, tensor: torch.Tensor, op: ReduceOp = "mean", group: Group | None = None
+    ) -> torch.Tensor:
+        """Return the sum or mean of ``tensor`` over all ranks (or over ``group``)."""
+
+    def allreduce_scalar(self, value: float, op: ReduceOp = "mean") -> float:
+        """Sum or mean of a Python number over all ranks, as a float (in float64)."""
+        return float(self.allreduce(torch.tensor([float(value)], dtype=torch.float64), op)[0])
+
+    @abstractmethod
+    def broadcast(self, tensor: torch.Tensor, root: int = 0) -> torch.Tensor:
+        """Return ``tensor`` as held by ``root`` on every rank."""
+
+    @abstractmethod
+    def broadcast_object(self, obj: Any, root: int = 0) -> Any:
+        """Return the picklable ``obj`` as held by ``root`` on every rank."""
+
+    @abstractmethod
+    def allgather_object(self, obj: Any) -> list[Any]:
+        """Return the list of every rank's ``obj``, indexed by rank."""
+
+    @abstractmethod
+    def distributed_optimizer(
+        self,
+        optimizer: torch.optim.Optimizer,
+        model: torch.nn.Module,
+        accumulation_steps: int = 1,
+        compression: str = "none",
+    ) -> torch.optim.Optimizer:
+        """Wrap ``optimizer`` so ``step()`` applies gradients averaged over ranks.
+
+        The caller runs ``accumulation_steps`` backward passes (each on a loss already divided
+        by ``accumulation_steps``), then one ``step()``; gradients are summed locally over the
+        passes and averaged over ranks, i.e. one step over the global batch. ``compression``
+        ("none" or "fp16") is how gradients travel, where the backend supports it.
+        """
+
+    def broadcast_state(
+        self, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None, root: int = 0
+    ) -> None:
+        """Make every rank's parameters, buffers and optimizer state equal to ``root``'s.
+
+        Unlike ``hvd.broadcast_optimizer_state`` this never takes a dummy optimizer step to
+        create missing state (which would apply weight decay and advance Adam's step count).
+        """
+        with torch.no_grad():
+            for tensor in model.state_dict().values():
+                tensor.copy_(self.broadcast(tensor, root))
+        if optimizer is None or self.size == 1:
+            return
+        state = optimizer.state_dict()
+        layout, tensors = _split_tensors(state) if self.rank == root else (None, [])
+        layout = self.broadcast_object(layout, root)
+        received = [
+            self.broadcast(tensors[i] if self.rank == root else torch.empty(shape, dtype=dtype),
+                           root)
+            for i, (shape, dtype) in enumerate(layout["tensors"])
+        ]
+        if self.rank != root:
+            optimizer.load_state_dict(_join_tensors(layout, received))
+
+    def average_buffers(self, model: torch.nn.Module, group: Group | None = None) -> None:
+        """Average floating-point buffers (batch-norm running statistics) over ranks in place."""
+        with torch.no_grad():
+            for buf in model.buffers():
+                if buf.is_floating_point():
+                    buf.copy_(self.allreduce(buf, "mean", group))
+
+    @abstractmethod
+    def make_groups(self, group_size: int) -> Group:
+        """Split ranks into consecutive groups of ``group_size``; return this rank's group.
+
+        Every rank must call this, with the same ``group_size``.
+        """
+
+    def shutdown(self) -> None:  # noqa: B027 - optional hook, most backends need nothing
+        """Release the backend's resources (no-op by default)."""
+
+    def describe(self) -> dict[str, Any]:
+        """Facts about this backend for ``deepcam-hvd info``."""
+        return {"backend": self.name}
+
+
+def partition(size: int, group_size: int) -> list[Sequence[int]]:
+    """Consecutive rank groups of ``group_size``; ``group_size`` must divide ``size``."""
+    if group_size < 1 or size % group_size:
+        raise ValueError(f"group size {group_size} does not divide {size} ranks")
+    return [range(start, start + group_size) for start in range(0, size, group_size)]
+
+
+def _split_tensors(state: dict[str, Any]) -> tuple[dict[str, Any], list[torch.Tensor]]:
+    """Separate an optimizer state_dict into a picklable layout and its tensors, in order."""
+    tensors: list[torch.Tensor] = []
+
+    def strip(value: Any) -> Any:
+        if isinstance(value, torch.Tensor):
+            tensors.append(value.detach().cpu() if value.device.type != "cpu" else value.detach())
+            return _TensorSlot(len(tensors) - 1)
+        if isinstance(value, dict):
+            return {k: strip(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return type(value)(strip(v) for v in value)
+        return value
+
+    skeleton = strip(state)
+    return {"skeleton": skeleton, "tensors": [(t.shape, t.dtype) for t in tensors]}, tensors
+
+
+def _join_tensors(layout: dict[str, Any], tensors: list[torch.Tensor]) -> dict[str, Any]:
+    """Inverse of `_split_tensors`."""
+
+    def fill(value: Any) -> Any:
+        if isinstance(value, _TensorSlot):
+            return tensors[value.index]
+        if isinstance(value, dict):
+            return {k: fill(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return type(value)(fill(v) for v in value)
+        return value
+
+    return fill(layout["skeleton"])
+
+
+@dataclass(frozen=True)
+class _TensorSlot:
+    """Placeholder for the n-th tensor of an optimizer state in a broadcast layout."""
+
+    index: int
+
+
+def averaging_optimizer(
+    optimizer: torch.optim.Optimizer, average: Callable[[list[torch.Tensor]], None]
+) -> torch.optim.Optimizer:
+    """Make ``optimizer.step()`` first call ``average(grads)`` on every parameter gradient.
+
+    The instance's class is swapped for a subclass so it stays a real ``Optimizer`` for
+    LR schedulers, keeps its state, and pickles its state_dict unchanged.
+    """
+    base = optimizer.__class__
+
+    def step(self: torch.optim.Optimizer, closure: Any = None) -> Any:
+        grads = [p.grad for g in self.param_groups for p in g["params"] if p.grad is not None]
+        average(grads)
+        return base.step(self, closure)
+
+    optimizer.__class__ = type(f"Averaging{base.__name__}", (base,), {"step": step})
+    return optimizer

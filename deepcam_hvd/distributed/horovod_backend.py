@@ -1,0 +1,153 @@
+"""Horovod backend: MPI or Gloo controller on CPU, NCCL/RCCL for GPU tensors."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+
+from deepcam_hvd.distributed.base import Backend, Group, ReduceOp, partition
+from deepcam_hvd.errors import LaunchError
+from deepcam_hvd.launchers import LaunchInfo
+
+
+def horovod_build() -> dict[str, Any]:
+    """What the installed Horovod was built with (``installed: False`` when it is missing)."""
+    try:
+        import horovod
+        import horovod.torch as hvd
+    except ImportError as exc:
+        return {"installed": False, "error": str(exc).splitlines()[0]}
+    return {
+        "installed": True,
+        "version": horovod.__version__,
+        "mpi": bool(hvd.mpi_built()),
+        "gloo": bool(hvd.gloo_built()),
+        "nccl": bool(hvd.nccl_built()) and not hvd.rocm_built(),
+        "rccl": bool(hvd.nccl_built()) and bool(hvd.rocm_built()),
+        "cuda": bool(hvd.cuda_built()),
+        "rocm": bool(hvd.rocm_built()),
+    }
+
+
+class HorovodBackend(Backend):
+    """Collectives through ``horovod.torch``; initialised for the launcher that started us."""
+
+    name = "horovod"
+
+    def __init__(self, launch: LaunchInfo) -> None:
+        build = horovod_build()
+        if not build["installed"]:
+            raise LaunchError(f"backend horovod: Horovod is not importable ({build['error']}); "
+                              "run backends/install.sh")
+        if launch.transport == "mpi" and not build["mpi"]:
+            raise LaunchError(f"{launch.launcher} is an MPI launch but this Horovod was built "
+                              "without MPI; launch with horovodrun --gloo or rebuild with the "
+                              "cpu-mpi profile")
+        if launch.transport == "gloo" and not build["gloo"]:
+            raise LaunchError("horovodrun --gloo launch but this Horovod was built without Gloo")
+        if launch.transport == "mpi" and os.environ.get("HOROVOD_CPU_OPERATIONS", "").lower() == \
+                "gloo":
+            raise LaunchError(f"HOROVOD_CPU_OPERATIONS=gloo under an MPI launch "
+                              f"({launch.launcher}) crashes Horovod; unset it, or launch with "
+                              "horovodrun --gloo")
+        import horovod.torch as hvd
+
+        self._hvd = hvd
+        # Dynamic process sets let make_groups() build batch-norm groups after start-up.
+        hvd.init(process_sets="dynamic")
+        self._build = build
+        self._groups: dict[int, Group] = {}
+        self._object_ops = 0
+        if hvd.size() != launch.size or hvd.rank() != launch.rank:
+            raise LaunchError(
+                f"{launch.launcher} started rank {launch.rank} of {launch.size} but Horovod's "
+                f"communicator has rank {hvd.rank()} of {hvd.size()}: the launcher's MPI does "
+                "not match the MPI Horovod was built with (use the matching mpirun/srun --mpi)"
+            )
+
+    @property
+    def rank(self) -> int:
+        return int(self._hvd.rank())
+
+    @property
+    def size(self) -> int:
+        return int(self._hvd.size())
+
+    @property
+    def local_rank(self) -> int:
+        return int(self._hvd.local_rank())
+
+    @property
+    def local_size(self) -> int:
+        return int(self._hvd.local_size())
+
+    def barrier(self) -> None:
+        self._hvd.barrier()
+
+    def allreduce(
+        self, tensor: torch.Tensor, op: ReduceOp = "mean", group: Group | None = None
+    ) -> torch.Tensor:
+        hvd_op = self._hvd.Average if op == "mean" else self._hvd.Sum
+        process_set = group.handle if group is not None else self._hvd.global_process_set
+        return self._hvd.allreduce(tensor, op=hvd_op, process_set=process_set)
+
+    def broadcast(self, tensor: torch.Tensor, root: int = 0) -> torch.Tensor:
+        return self._hvd.broadcast(tensor, root_rank=root)
+
+    def _next_name(self, kind: str) -> str:
+        # Horovod names object collectives after the object's type unless told otherwise, so a
+        # root holding a dict and a peer holding None would wait on different names forever.
+        self._object_ops += 1
+        return f"deepcam.{kind}.{self._object_ops}"
+
+    def broadcast_object(self, obj: Any, root: int = 0) -> Any:
+        return self._hvd.broadcast_object(obj, root_rank=root, name=self._next_name("bcast"))
+
+    def allgather_object(self, obj: Any) -> list[Any]:
+        return list(self._hvd.allgather_object(obj, name=self._next_name("gather")))
+
+    def distributed_optimizer(
+        self,
+        optimizer: torch.optim.Optimizer,
+        model: torch.nn.Module,
+        accumulation_steps: int = 1,
+        compression: str = "none",
+    ) -> torch.optim.Optimizer:
+        codec = self._hvd.Compression.fp16 if compression == "fp16" else \
+            self._hvd.Compression.none
+        # Horovod's hooks start each gradient's allreduce as soon as backward produces it
+        # (on the last of the accumulation passes), overlapping communication with backward.
+        return self._hvd.DistributedOptimizer(
+            optimizer,
+            named_parameters=model.named_parameters(),
+            backward_passes_per_step=accumulation_steps,
+            op=self._hvd.Average,
+            compression=codec,
+        )
+
+    def make_groups(self, group_size: int) -> Group:
+        if group_size in self._groups:
+            return self._groups[group_size]
+        if group_size == self.size:
+            mine = Group(tuple(range(self.size)), self._hvd.global_process_set)
+        else:
+            mine = None
+            for ranks in partition(self.size, group_size):  # same order on every rank
+                process_set = self._hvd.add_process_set(list(ranks))
+                if self.rank in ranks:
+                    mine = Group(tuple(ranks), process_set)
+        assert mine is not None
+        self._groups[group_size] = mine
+        return mine
+
+    def shutdown(self) -> None:
+        self._hvd.shutdown()
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "backend": self.name,
+            "controller": "mpi" if self._hvd.mpi_enabled() else
+            "gloo" if self._hvd.gloo_enabled() else "unknown",
+        }

@@ -1,0 +1,1 @@
+"""Training: loss, metric, optimizers, schedules, checkpoints and the loop."""

@@ -1,0 +1,107 @@
+"""Checkpoints: atomic, checksummed, the last K kept, loaded with ``weights_only=True``.
+
+File layout: an 8-byte magic, the 64-character hex SHA-256 of the payload, a newline, then the
+payload written by ``torch.save``. Files are written to a temporary name, flushed to disk and
+renamed, so a kill during a save leaves the previous checkpoints intact and never a truncated
+file under a checkpoint's name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from deepcam_hvd.errors import ConfigError, DataError
+
+MAGIC = b"DCHVDCK1"
+_NAME = re.compile(r"^(?P<prefix>.+)_step(?P<step>\d{9})\.ckpt$")
+
+
+def checkpoint_path(directory: Path, prefix: str, step: int) -> Path:
+    """Where the checkpoint of optimizer step ``step`` goes (zero-padded so names sort)."""
+    return directory / f"{prefix}_step{step:09d}.ckpt"
+
+
+def save_checkpoint(state: dict[str, Any], path: Path, keep: int = 2) -> Path:
+    """Write ``state`` atomically to ``path``; then delete all but the newest ``keep``."""
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    payload = buffer.getvalue()
+    digest = hashlib.sha256(payload).hexdigest().encode()
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "wb") as fh:
+            fh.write(MAGIC + digest + b"\n")
+            fh.write(payload)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise DataError(f"cannot write checkpoint {path}: {exc.strerror or exc}") from None
+    _fsync_dir(path.parent)
+    prefix = _NAME.match(path.name)
+    if prefix:
+        for old in list_checkpoints(path.parent, prefix["prefix"])[:-keep]:
+            old.unlink(missing_ok=True)
+    return path
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def list_checkpoints(directory: Path, prefix: str) -> list[Path]:
+    """Checkpoints of ``prefix`` in ``directory``, oldest first."""
+    if not directory.is_dir():
+        return []
+    found = [p for p in directory.iterdir()
+             if (m := _NAME.match(p.name)) and m["prefix"] == prefix]
+    return sorted(found, key=lambda p: p.name)
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """Read and verify a checkpoint; DataError naming the file if it is damaged."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise DataError(f"checkpoint {path}: {exc.strerror}") from None
+    header = len(MAGIC) + 65
+    if len(raw) < header or not raw.startswith(MAGIC) or raw[header - 1:header] != b"\n":
+        raise DataError(f"checkpoint {path}: not a deepcam-hvd checkpoint (bad header)")
+    digest, payload = raw[len(MAGIC):header - 1], raw[header:]
+    if hashlib.sha256(payload).hexdigest().encode() != digest:
+        raise DataError(f"checkpoint {path}: checksum mismatch (truncated or corrupted)")
+    return torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
+
+
+def latest_valid_checkpoint(directory: Path, prefix: str) -> Path | None:
+    """The newest checkpoint that passes its checksum, or None."""
+    for candidate in reversed(list_checkpoints(directory, prefix)):
+        try:
+            load_checkpoint(candidate)
+        except DataError:
+            continue
+        return candidate
+    return None
+
+
+def check_compatible(saved: dict[str, Any], expected: dict[str, Any], path: Path) -> None:
+    """Refuse a checkpoint whose model identity differs, naming the first mismatch."""
+    for key, value in expected.items():
+        if saved.get(key) != value:
+            raise ConfigError(f"checkpoint {path} was saved with {key}={saved.get(key)!r}, "
+                              f"this run has {key}={value!r}")

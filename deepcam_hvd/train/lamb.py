@@ -1,0 +1,84 @@
+"""LAMB, algorithmically the same as NVIDIA apex's FusedLAMB (the MLPerf HPC reference's).
+
+Per step, with g the gradients of all parameters of all groups:
+  1. global norm clipping: if ||g||_2 > max_grad_norm, every g is divided by ||g|| / max_grad_norm;
+  2. moments with gradient averaging: m = b1 m + (1 - b1) g,  v = b2 v + (1 - b2) g^2;
+  3. bias correction: m^ = m / (1 - b1^t),  v^ = v / (1 - b2^t);
+  4. decoupled weight decay: u = m^ / (sqrt(v^) + eps) + wd * p;
+  5. trust ratio: p -= lr * (||p|| / ||u||) * u  where wd != 0 and both norms are non-zero,
+     else p -= lr * u.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+
+
+class LAMB(torch.optim.Optimizer):
+    """Layer-wise adaptive moments (You et al. 2019) with apex FusedLAMB's defaults."""
+
+    def __init__(
+        self,
+        params: Iterable[torch.Tensor] | Iterable[dict[str, Any]],
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-6,
+        weight_decay: float = 0.01,
+        max_grad_norm: float = 1.0,
+    ) -> None:
+        if lr <= 0 or eps <= 0 or weight_decay < 0 or not all(0 <= b < 1 for b in betas):
+            raise ValueError(f"invalid LAMB settings lr={lr} betas={betas} eps={eps} "
+                             f"weight_decay={weight_decay}")
+        defaults = {"lr": lr, "betas": tuple(betas), "eps": eps, "weight_decay": weight_decay,
+                    "max_grad_norm": max_grad_norm}
+        super().__init__(params, defaults)
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
+        """Apply one LAMB update to every parameter with a gradient."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        grads = [p.grad for g in self.param_groups for p in g["params"] if p.grad is not None]
+        if not grads:
+            return loss
+        if any(g.is_sparse for g in grads):
+            raise RuntimeError("LAMB does not support sparse gradients")
+        low = (torch.float16, torch.bfloat16)  # reduce half-precision gradients in fp32
+        global_norm = torch.linalg.vector_norm(torch.stack(
+            [torch.linalg.vector_norm(g.float() if g.dtype in low else g) for g in grads]))
+        for group in self.param_groups:
+            max_norm = group["max_grad_norm"]
+            clip = (global_norm / max_norm).clamp(min=1.0) if max_norm > 0 else \
+                torch.ones_like(global_norm)
+            beta1, beta2 = group["betas"]
+            group["step"] = group.get("step", 0) + 1
+            t = group["step"]
+            correction1 = 1 - beta1 ** t
+            correction2 = 1 - beta2 ** t
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                if not state:
+                    state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                    state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                grad = p.grad / clip
+                m, v = state["exp_avg"], state["exp_avg_sq"]
+                m.mul_(beta1).add_(grad, alpha=1 - beta1)
+                v.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+                update = (m / correction1) / ((v / correction2).sqrt_().add_(group["eps"]))
+                if group["weight_decay"] != 0:
+                    update.add_(p, alpha=group["weight_decay"])
+                    p_norm = torch.linalg.vector_norm(p)
+                    u_norm = torch.linalg.vector_norm(update)
+                    ratio = torch.where((p_norm > 0) & (u_norm > 0), p_norm / u_norm,
+                                        torch.ones_like(p_norm))
+                    p.add_(update * ratio, alpha=-group["lr"])
+                else:
+                    p.add_(update, alpha=-group["lr"])
+        return loss

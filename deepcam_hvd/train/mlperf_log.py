@@ -1,0 +1,98 @@
+"""MLPerf HPC logging (mlperf-logging's mllog), written by rank 0 only.
+
+Every method is local: no collective may hide in here, because callers invoke it on every rank
+and only rank 0 writes. Values that need a reduction are reduced by the caller first.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from deepcam_hvd.config import ADAM_EPS, TrainConfig
+
+FULL_TRAIN_SAMPLES = 121266  # closed division requires the full data set
+FULL_EVAL_SAMPLES = 15158
+RULESET = "3.0.0"
+
+
+class MLPerfLog:
+    """An mllog writer that is active on rank 0 and silent elsewhere."""
+
+    def __init__(self, path: Path | None, active: bool) -> None:
+        self.active = active and path is not None
+        self.path = path
+        self._log: Any = None
+        if self.active:
+            from mlperf_logging import mllog
+
+            assert path is not None
+            path.parent.mkdir(parents=True, exist_ok=True)
+            # Each run gets its own file: mllog appends, and a reused log fails the checker.
+            mllog.config(filename=str(path), default_stack_offset=2)
+            self._log = mllog.get_mllogger()
+            self._log.logger.propagate = False
+
+    def event(self, key: str, value: Any = None, metadata: dict[str, Any] | None = None) -> None:
+        """One POINT_IN_TIME record."""
+        if self.active:
+            self._log.event(key=key, value=value, metadata=metadata or {})
+
+    def start(self, key: str, value: Any = None, metadata: dict[str, Any] | None = None) -> None:
+        """One INTERVAL_START record."""
+        if self.active:
+            self._log.start(key=key, value=value, metadata=metadata or {})
+
+    def end(self, key: str, value: Any = None, metadata: dict[str, Any] | None = None) -> None:
+        """One INTERVAL_END record."""
+        if self.active:
+            self._log.end(key=key, value=value, metadata=metadata or {})
+
+
+def division_for(cfg: TrainConfig, train_samples: int, eval_samples: int) -> str:
+    """'closed' only on the full data set; 'open' otherwise, or as the config says."""
+    if cfg.division != "auto":
+        return cfg.division
+    full = train_samples == FULL_TRAIN_SAMPLES and eval_samples == FULL_EVAL_SAMPLES
+    return "closed" if full else "open"
+
+
+def log_submission(log: MLPerfLog, cfg: TrainConfig, division: str, platform: str,
+                   nodes: int, accelerators_per_node: int) -> None:
+    """The submission and system keys every HPC log needs."""
+    log.event("submission_benchmark", "deepcam")
+    log.event("submission_org", cfg.organization)
+    log.event("submission_division", division)
+    log.event("submission_status", "research")
+    log.event("submission_platform", platform)
+    log.event("number_of_nodes", nodes)
+    log.event("accelerators_per_node", accelerators_per_node)
+
+
+def log_hyperparameters(log: MLPerfLog, cfg: TrainConfig, world_size: int) -> None:
+    """Seed, batch, optimizer and schedule keys, named as the hpc_3.0.0 rules read them."""
+    log.event("seed", cfg.seed)
+    log.event("global_batch_size",
+              cfg.local_batch_size * cfg.gradient_accumulation_frequency * world_size)
+    log.event("local_batch_size", cfg.local_batch_size)
+    log.event("gradient_accumulation_frequency", cfg.gradient_accumulation_frequency)
+    log.event("batchnorm_group_size", cfg.batchnorm_group_size)
+    log.event("opt_name", cfg.optimizer)
+    log.event("opt_lr", cfg.start_lr)
+    log.event("opt_betas", list(cfg.optimizer_betas))
+    log.event("opt_eps", ADAM_EPS)
+    log.event("opt_weight_decay", cfg.weight_decay)
+    if cfg.optimizer == "LAMB":
+        log.event("opt_bias_correction", True)
+        log.event("opt_grad_averaging", True)
+        log.event("opt_max_grad_norm", 1.0)
+    sched = cfg.lr_schedule
+    log.event("scheduler_type", sched.type)
+    log.event("scheduler_lr_warmup_steps", cfg.lr_warmup_steps)
+    log.event("scheduler_lr_warmup_factor", cfg.lr_warmup_factor)
+    if sched.type == "multistep":
+        log.event("scheduler_milestones", list(sched.milestones))
+        log.event("scheduler_decay_rate", sched.decay_rate)
+    else:
+        log.event("scheduler_t_max", sched.t_max)
+        log.event("scheduler_eta_min", sched.eta_min)

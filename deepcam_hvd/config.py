@@ -77,6 +77,7 @@ class TrainConfig:
     keep_checkpoints: int = 2
     # batch and optimisation
     local_batch_size: int = 1
+    global_batch_size: int = 0  # 0: local_batch_size decides; else local is derived from it
     local_batch_size_validation: int = 1
     gradient_accumulation_frequency: int = 1
     optimizer: OptimizerName = "Adam"
@@ -108,7 +109,7 @@ class TrainConfig:
         _positive(self, "max_epochs", "local_batch_size", "local_batch_size_validation",
                   "gradient_accumulation_frequency", "batchnorm_group_size", "keep_checkpoints")
         _non_negative(self, "max_inter_threads", "save_frequency", "logging_frequency",
-                      "lr_warmup_steps", "weight_decay", "seed")
+                      "lr_warmup_steps", "weight_decay", "seed", "global_batch_size")
         if not self.start_lr > 0 or not math.isfinite(self.start_lr):
             raise ConfigError(f"--start_lr must be a positive number, got {self.start_lr}")
         if self.lr_warmup_factor < 1.0:
@@ -140,6 +141,23 @@ class TrainConfig:
             raise ConfigError(f"--batchnorm_group_size {self.batchnorm_group_size} does not "
                               f"divide the {world_size} ranks")
         return self
+
+
+def fit_to_world(cfg: TrainConfig, world_size: int, local_given: bool) -> TrainConfig:
+    """Derive the local batch from ``global_batch_size`` (if set) for ``world_size`` ranks."""
+    if cfg.global_batch_size <= 0:
+        return cfg
+    per_sample = world_size * cfg.gradient_accumulation_frequency
+    if cfg.global_batch_size % per_sample:
+        raise ConfigError(
+            f"--global_batch_size {cfg.global_batch_size} is not divisible by {world_size} "
+            f"ranks x --gradient_accumulation_frequency {cfg.gradient_accumulation_frequency}")
+    local = cfg.global_batch_size // per_sample
+    if local_given and local != cfg.local_batch_size:
+        raise ConfigError(
+            f"--local_batch_size {cfg.local_batch_size} contradicts --global_batch_size "
+            f"{cfg.global_batch_size} on {world_size} ranks (needs {local})")
+    return dataclasses.replace(cfg, local_batch_size=local)
 
 
 def _positive(cfg: TrainConfig, *names: str) -> None:
@@ -240,3 +258,45 @@ def resolve_config(*layers: Mapping[str, Any]) -> TrainConfig:
     for layer in layers:
         merged.update({k: v for k, v in layer.items() if v is not None})
     return _build(TrainConfig, merged, "config")
+
+
+HELP: dict[str, str] = {
+    "data_dir_prefix": "Data root with train/, validation/ and stats.h5 (alias --data_dir).",
+    "data_format": "Sample files: hdf5 (*.h5) or npy (from 'deepcam-hvd data convert').",
+    "channels": "Input channels to use, e.g. '0,1,2' (default all 16).",
+    "max_inter_threads": "Parallel readers per rank (0: read in the training thread).",
+    "stage_dir": "Node-local directory the data was staged to (logged; see 'data stage').",
+    "skip_bad_files": "Skip unreadable training files, counting and logging them.",
+    "output_dir": "Directory for checkpoints, MLPerf log, TensorBoard and summary.json.",
+    "run_tag": "Name of this run.",
+    "checkpoint": "Checkpoint to resume from, or 'auto' for the newest valid one in "
+                  "output_dir if any (alias --resume).",
+    "model_prefix": "File name prefix of saved checkpoints.",
+    "model": "Network: deeplab-xception (the reference) or deeplab-xception-small.",
+    "max_epochs": "Stop after this many epochs.",
+    "save_frequency": "Save a checkpoint every N epochs (0: only at the end).",
+    "logging_frequency": "Log training loss every N steps (0: once per epoch).",
+    "keep_checkpoints": "How many of the newest checkpoints to keep.",
+    "local_batch_size": "Samples per rank per backward pass.",
+    "global_batch_size": "Samples per optimizer step over all ranks; derives the local batch.",
+    "local_batch_size_validation": "Samples per rank per validation batch.",
+    "gradient_accumulation_frequency": "Backward passes per optimizer step.",
+    "optimizer": "Adam, AdamW or LAMB (eps fixed at 1e-6).",
+    "start_lr": "Learning rate at the start (before warm-up scaling).",
+    "optimizer_betas": "Adam-type betas: two numbers.",
+    "weight_decay": "Weight decay.",
+    "lr_warmup_steps": "Linear warm-up steps.",
+    "lr_warmup_factor": "Warm-up ends at factor x start_lr (>= 1).",
+    "lr_schedule": "E.g. 'type=multistep,milestones=800 1600,decay_rate=0.1' or "
+                   "'type=cosine_annealing,t_max=9000,eta_min=0'.",
+    "target_iou": "Stop when validation IoU reaches this.",
+    "batchnorm_group_size": "Ranks whose batch-norm statistics are reduced together.",
+    "seed": "Random seed (model init and data order).",
+    "precision": "fp32, bf16 (autocast) or fp16 (GPU, with a loss scaler).",
+    "channels_last": "Use the channels-last memory format.",
+    "compile": "Compile the model with torch.compile.",
+    "gradient_compression": "Horovod gradient compression on the wire: none or fp16.",
+    "division": "MLPerf division: auto (closed only on the full data set), closed or open.",
+    "organization": "MLPerf submission_org.",
+    "platform": "MLPerf submission_platform (default: a description of this machine).",
+}

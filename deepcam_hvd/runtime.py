@@ -67,10 +67,12 @@ def start_runtime(
     backend: str = "auto",
     device: str = "auto",
     env: Mapping[str, str] | None = None,
+    launch: LaunchInfo | None = None,
 ) -> Runtime:
-    """Detect the launcher, start the backend, pick the device and size the threads."""
+    """Detect the launcher (unless ``launch`` is given), start the backend, pick the device
+    and size the threads."""
     env = os.environ if env is None else env
-    launch = detect_launch(env, launcher)
+    launch = launch or detect_launch(env, launcher)
     name = resolve_backend_name(backend, launch)
     comm = create_backend(name, launch, device)
     if comm.size != launch.size:

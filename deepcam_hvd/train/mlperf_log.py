@@ -6,6 +6,7 @@ and only rank 0 writes. Values that need a reduction are reduced by the caller f
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -28,10 +29,28 @@ class MLPerfLog:
 
             assert path is not None
             path.parent.mkdir(parents=True, exist_ok=True)
-            # Each run gets its own file: mllog appends, and a reused log fails the checker.
-            mllog.config(filename=str(path), default_stack_offset=2)
+            # One log per invocation: the checker rejects two run_starts in one file, so an
+            # earlier attempt's log (e.g. before a resume) is kept under a numbered name.
+            if path.exists():
+                n = 1
+                while path.with_name(f"{path.stem}.{n}{path.suffix}").exists():
+                    n += 1
+                path.rename(path.with_name(f"{path.stem}.{n}{path.suffix}"))
+            logger = logging.getLogger(f"deepcam_hvd.mlperf.{id(self)}")
+            logger.setLevel(logging.INFO)
+            logger.propagate = False  # the file only: mllog's default also prints to stdout
+            handler = logging.FileHandler(path, mode="w")
+            handler.setLevel(logging.INFO)
+            logger.addHandler(handler)
+            mllog.config(logger=logger, default_stack_offset=2,
+                         root_dir=str(Path(__file__).resolve().parents[2]))
             self._log = mllog.get_mllogger()
-            self._log.logger.propagate = False
+            self._handler = handler
+
+    def close(self) -> None:
+        """Flush and close the log file."""
+        if self.active:
+            self._handler.close()
 
     def event(self, key: str, value: Any = None, metadata: dict[str, Any] | None = None) -> None:
         """One POINT_IN_TIME record."""

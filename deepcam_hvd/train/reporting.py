@@ -1,0 +1,127 @@
+"""What rank 0 shows and writes while training: progress bar, TensorBoard, summary.json.
+
+All of it is local to rank 0; values arrive already reduced over ranks.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+NERSC10_EPOCHS = 16
+
+
+@dataclass
+class RunSummary:
+    """The run's figures, in the form the NERSC-10, NREL and MLPerf reports use."""
+
+    ranks: int
+    nodes: int
+    local_batch_size: int
+    gradient_accumulation_frequency: int
+    global_batch_size: int
+    target_iou: float
+    epochs_run: int = 0
+    steps: int = 0
+    epoch_times_s: list[float] = field(default_factory=list)
+    eval_iou: list[float] = field(default_factory=list)
+    eval_loss: list[float] = field(default_factory=list)
+    train_loss: list[float] = field(default_factory=list)
+    train_samples_per_s: list[float] = field(default_factory=list)
+    data_wait_fraction: list[float] = field(default_factory=list)
+    run_time_s: float = 0.0
+    converged: bool = False
+    epochs_to_target: int | None = None
+    time_to_target_s: float | None = None
+    time_to_16_epochs_s: float | None = None
+    time_to_16_epochs_estimated: bool = False
+    status: str = "running"
+    stopped_by: str = ""
+
+    def finish(self) -> None:
+        """Fill the derived figures from the per-epoch lists."""
+        self.epochs_run = len(self.epoch_times_s)
+        if self.epochs_run >= NERSC10_EPOCHS:
+            self.time_to_16_epochs_s = sum(self.epoch_times_s[:NERSC10_EPOCHS])
+            self.time_to_16_epochs_estimated = False
+        elif self.epochs_run:
+            mean = sum(self.epoch_times_s) / self.epochs_run
+            self.time_to_16_epochs_s = mean * NERSC10_EPOCHS
+            self.time_to_16_epochs_estimated = True
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready dict."""
+        return asdict(self)
+
+    def line(self) -> str:
+        """One human line for the end of a run."""
+        target = (f"reached IoU {self.target_iou} in {self.epochs_to_target} epochs, "
+                  f"{self.time_to_target_s:.1f} s" if self.converged else
+                  f"did not reach IoU {self.target_iou}")
+        best = max(self.eval_iou) if self.eval_iou else float("nan")
+        rate = (sum(self.train_samples_per_s) / len(self.train_samples_per_s)
+                if self.train_samples_per_s else 0.0)
+        t16 = self.time_to_16_epochs_s or 0.0
+        est = " (estimated)" if self.time_to_16_epochs_estimated else ""
+        return (f"summary: {self.status}; {target}; best IoU {best:.4f}; {self.epochs_run} "
+                f"epochs, {self.steps} steps on {self.ranks} ranks in {self.run_time_s:.1f} s; "
+                f"{rate:.2f} samples/s; time to 16 epochs {t16:.1f} s{est}")
+
+    def write(self, path: Path) -> None:
+        """Write summary.json atomically."""
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(self.as_dict(), indent=2) + "\n")
+        tmp.replace(path)
+
+
+class Reporter:
+    """Progress bar and TensorBoard scalars on rank 0; does nothing on other ranks."""
+
+    def __init__(self, active: bool, output_dir: Path, total_steps: int) -> None:
+        self.active = active
+        self._bar: Any = None
+        self._writer: Any = None
+        if not active:
+            return
+        from torch.utils.tensorboard import SummaryWriter
+        from tqdm import tqdm
+
+        self._writer = SummaryWriter(log_dir=str(output_dir / "tensorboard"))
+        self._bar = tqdm(total=total_steps, unit="step", dynamic_ncols=True, file=sys.stderr,
+                         disable=None, mininterval=1.0)
+
+    def advance(self, steps: int, step: int, loss: float | None, samples_per_s: float,
+                epoch: int) -> None:
+        """Move the bar by ``steps`` optimizer steps."""
+        if self._bar is not None:
+            fields = {"epoch": epoch, "samples/s": f"{samples_per_s:.2f}"}
+            if loss is not None:
+                fields["loss"] = f"{loss:.4f}"
+            self._bar.set_postfix(fields, refresh=False)
+            self._bar.update(steps)
+
+    def scalars(self, step: int, values: dict[str, float]) -> None:
+        """Write TensorBoard scalars at ``step``."""
+        if self._writer is not None:
+            for key, value in values.items():
+                self._writer.add_scalar(key, value, step)
+
+    def message(self, text: str) -> None:
+        """Print a line on stdout without breaking the progress bar (which is on stderr)."""
+        if not self.active:
+            return
+        if self._bar is not None:
+            self._bar.write(text, file=sys.stdout)
+        else:
+            print(text, flush=True)
+
+    def close(self) -> None:
+        """Flush and close the bar and the event file."""
+        if self._bar is not None:
+            self._bar.close()
+        if self._writer is not None:
+            self._writer.flush()
+            self._writer.close()

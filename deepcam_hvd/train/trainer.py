@@ -1,0 +1,440 @@
+"""The training run, top to bottom: set up, then epochs of train / validate / checkpoint.
+
+Every rank runs every line of ``fit``; rank-0-only work (logs, progress, files) sits in
+objects that are inactive elsewhere, so no collective is ever inside a rank-0 branch.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from deepcam_hvd.config import TrainConfig
+from deepcam_hvd.data.loader import Loaders, LoaderSettings, build_loaders
+from deepcam_hvd.distributed.base import Backend
+from deepcam_hvd.errors import ConfigError, DataError
+from deepcam_hvd.model import build_model, convert_batchnorm
+from deepcam_hvd.runtime import Runtime
+from deepcam_hvd.train import mlperf_log as mlp
+from deepcam_hvd.train.checkpoint import (
+    check_compatible,
+    checkpoint_path,
+    latest_valid_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+)
+from deepcam_hvd.train.loss import WeightedCrossEntropy
+from deepcam_hvd.train.metric import per_sample_iou
+from deepcam_hvd.train.optim import build_optimizer
+from deepcam_hvd.train.precision import autocast, grad_scaler
+from deepcam_hvd.train.reporting import Reporter, RunSummary
+from deepcam_hvd.train.schedule import build_scheduler
+from deepcam_hvd.train.signals import StopRequest
+
+NUM_CLASSES = 3
+
+
+@dataclass
+class Position:
+    """Where training stands: completed optimizer steps and epochs."""
+
+    step: int = 0
+    epoch: int = 0  # epochs completed
+
+
+@dataclass
+class EpochProgress:
+    """This rank's running totals inside the current epoch (saved with a mid-epoch stop)."""
+
+    steps_done: int = 0
+    loss_sum: float = 0.0
+    loss_count: int = 0
+    wait_s: float = 0.0
+    seconds: float = 0.0  # time spent in training steps, data waits included
+
+    def close(self, backend: Backend, global_batch: int) -> tuple[float, float, float, float]:
+        """Mean loss over ranks, samples/s, data-wait share and epoch seconds (collective)."""
+        loss = backend.allreduce_scalar(self.loss_sum / max(1, self.loss_count), "mean")
+        seconds = backend.allreduce_scalar(self.seconds, "mean")
+        wait = backend.allreduce_scalar(self.wait_s / max(1e-9, self.seconds), "mean")
+        return loss, self.steps_done * global_batch / max(1e-9, seconds), wait, seconds
+
+
+def model_identity(cfg: TrainConfig) -> dict[str, Any]:
+    """What a checkpoint must match to be loaded into this run's model."""
+    return {"model": cfg.model, "in_channels": len(cfg.channels), "num_classes": NUM_CLASSES,
+            "channels": list(cfg.channels)}
+
+
+class Trainer:
+    """One training run of DeepCAM on this rank."""
+
+    def __init__(self, cfg: TrainConfig, runtime: Runtime) -> None:
+        self.cfg = cfg
+        self.rt = runtime
+        self.backend = runtime.backend
+        self.device = runtime.device
+        self.out = Path(cfg.output_dir)
+        self.is_root = self.backend.is_root
+        self.position = Position()
+        self.progress = EpochProgress()
+        # Caught from the start: a stop asked for during set-up is honoured at the first step.
+        self.stop = StopRequest().install()
+        self.summary = RunSummary(
+            ranks=self.backend.size,
+            nodes=max(1, self.backend.size // self.backend.local_size),
+            local_batch_size=cfg.local_batch_size,
+            gradient_accumulation_frequency=cfg.gradient_accumulation_frequency,
+            global_batch_size=self.global_batch_size,
+            target_iou=cfg.target_iou,
+        )
+
+    @property
+    def global_batch_size(self) -> int:
+        """Samples per optimizer step over all ranks."""
+        return (self.cfg.local_batch_size * self.cfg.gradient_accumulation_frequency
+                * self.backend.size)
+
+    # ---- set-up ---------------------------------------------------------------------------
+    def setup(self) -> None:
+        """Build data, model, optimizer and schedule; resume if asked; sync all ranks."""
+        cfg, b = self.cfg, self.backend
+        self._on_root_then_everywhere(self._prepare_output_dir)
+        self.log = mlp.MLPerfLog(self.out / "mlperf.log", self.is_root)
+        self.log.start("init_start")
+        torch.manual_seed(cfg.seed)
+
+        self.log.start("staging_start")
+        self.loaders: Loaders = build_loaders(cfg.data_dir_prefix, b, LoaderSettings(
+            local_batch_size=cfg.local_batch_size, readers=cfg.max_inter_threads,
+            channels=tuple(cfg.channels), seed=cfg.seed,
+            validation_batch_size=cfg.local_batch_size_validation))
+        self.log.end("staging_stop", metadata={"staged_to": cfg.stage_dir or "none"})
+
+        model = build_model(cfg.model, len(cfg.channels), NUM_CLASSES).to(self.device)
+        if cfg.batchnorm_group_size > 1:
+            model = convert_batchnorm(model, b, b.make_groups(cfg.batchnorm_group_size))
+        if cfg.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        self.model = model
+        self.forward = torch.compile(model) if cfg.compile else model
+        self.criterion = WeightedCrossEntropy().to(self.device)
+        self.optimizer = b.distributed_optimizer(
+            build_optimizer(cfg, model), model, cfg.gradient_accumulation_frequency,
+            cfg.gradient_compression)
+        self.scheduler = build_scheduler(self.optimizer, cfg.lr_schedule, cfg.lr_warmup_steps,
+                                         cfg.lr_warmup_factor, cfg.start_lr)
+        self.scaler = grad_scaler(cfg.precision, self.device)
+        rank_buffers = self._resume()
+        b.broadcast_state(model, self.optimizer, root=0)
+        if rank_buffers is not None:
+            with torch.no_grad():
+                for name, buf in model.named_buffers():
+                    buf.copy_(rank_buffers[name])
+
+        self.division = mlp.division_for(cfg, self.loaders.train_samples,
+                                         self.loaders.validation_samples)
+        accelerators = self.backend.local_size if self.device.type == "cuda" else 0
+        mlp.log_submission(self.log, cfg, self.division, cfg.platform or _platform(self.rt),
+                           self.summary.nodes, accelerators)
+        self.log.event("cache_clear", False)
+        mlp.log_hyperparameters(self.log, cfg, b.size)
+        self.log.event("train_samples", self.loaders.train_samples)
+        self.log.event("eval_samples", self.loaders.validation_samples)
+        self.log.end("init_stop")
+
+    def _resume(self) -> dict[str, torch.Tensor] | None:
+        """Load the checkpoint named by --checkpoint ('auto': newest valid in output_dir).
+
+        Returns this rank's own batch-norm buffers when the world size is unchanged.
+        """
+        cfg = self.cfg
+        if not cfg.checkpoint:
+            return None
+        if cfg.checkpoint == "auto":
+            path = latest_valid_checkpoint(self.out / "checkpoints", cfg.model_prefix)
+            if path is None:
+                return None
+        else:
+            path = Path(cfg.checkpoint)
+        state = load_checkpoint(path)
+        check_compatible(state.get("identity", {}), model_identity(cfg), path)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.position = Position(step=int(state["step"]), epoch=int(state["epoch"]))
+        saved = state.get("progress", [])
+        same_world = len(saved) == self.backend.size
+        self.progress = EpochProgress(**(saved[self.backend.rank] if same_world else
+                                         saved[0] if saved else {}))
+        self.summary = RunSummary(**{**self.summary.as_dict(), **state.get("summary", {}),
+                                     "ranks": self.backend.size})
+        self._message(f"resumed from {path} at epoch {self.position.epoch}, "
+                      f"step {self.position.step}")
+        buffers = state.get("rank_buffers", [])
+        return buffers[self.backend.rank] if same_world and buffers else None
+
+    # ---- the run --------------------------------------------------------------------------
+    def fit(self) -> RunSummary:
+        """Train until the target IoU, max_epochs or a stop signal; return the summary."""
+        cfg = self.cfg
+        steps_per_epoch = len(self.loaders.train) // cfg.gradient_accumulation_frequency
+        if steps_per_epoch == 0:
+            raise ConfigError(
+                f"--gradient_accumulation_frequency {cfg.gradient_accumulation_frequency} "
+                f"needs more batches per epoch than this rank's {len(self.loaders.train)}")
+        remaining = steps_per_epoch * (cfg.max_epochs - self.position.epoch) - \
+            self.progress.steps_done
+        self.reporter = Reporter(self.is_root, self.out, remaining)
+        self.log.start("run_start")
+        run_start = time.perf_counter() - self.summary.run_time_s
+        status = "aborted"
+        try:
+            while self.position.epoch < cfg.max_epochs:
+                epoch = self.position.epoch + 1  # MLPerf counts epochs from 1
+                self.log.start("epoch_start", metadata={"epoch_num": epoch})
+                if not self.train_epoch(epoch, steps_per_epoch):
+                    self.summary.stopped_by = f"signal {self.stop.signal_name}"
+                    break
+                loss, rate, wait, seconds = self.progress.close(self.backend,
+                                                                self.global_batch_size)
+                self.progress = EpochProgress()
+                self.summary.epoch_times_s.append(seconds)
+                self.log.end("epoch_stop", metadata={"epoch_num": epoch})
+                self.position.epoch = epoch
+
+                self.log.start("eval_start", metadata={"epoch_num": epoch})
+                iou, eval_loss = self.validate()
+                self.log.event("eval_accuracy", iou, metadata={"epoch_num": epoch})
+                self.log.end("eval_stop", metadata={"epoch_num": epoch})
+                self._record_epoch(epoch, loss, rate, wait, iou, eval_loss,
+                                   time.perf_counter() - run_start)
+
+                if iou >= cfg.target_iou:
+                    status = "success"
+                    self.summary.stopped_by = "target"
+                    break
+                if cfg.save_frequency and epoch % cfg.save_frequency == 0:
+                    self.save()
+            else:
+                self.summary.stopped_by = "max_epochs"
+        finally:
+            self.summary.run_time_s = time.perf_counter() - run_start
+            self.summary.status = status
+            self.log.end("run_stop", metadata={"status": status})
+            self.log.close()
+            self.reporter.close()
+        self.save()
+        self.summary.finish()
+        if self.is_root:
+            self.summary.write(self.out / "summary.json")
+        self._message(self.summary.line())
+        return self.summary
+
+    def train_epoch(self, epoch: int, steps: int) -> bool:
+        """Train ``epoch`` from where ``self.progress`` stands; False if stopped by a signal."""
+        cfg, b = self.cfg, self.backend
+        accum = cfg.gradient_accumulation_frequency
+        p = self.progress
+        self.model.train()
+        window_loss, window_count, window_start = 0.0, 0, time.perf_counter()
+        batches = iter(self.loaders.train.iter_epoch(epoch - 1, p.steps_done * accum))
+        while p.steps_done < steps:
+            started = time.perf_counter()
+            for _ in range(accum):
+                fetch = time.perf_counter()
+                batch = next(batches)
+                p.wait_s += time.perf_counter() - fetch
+                loss = self._backward(batch.data, batch.label, accum)
+                p.loss_sum += loss
+                p.loss_count += 1
+                window_loss += loss
+                window_count += 1
+            self._optimizer_step()
+            self.position.step += 1
+            p.steps_done += 1
+            p.seconds += time.perf_counter() - started
+            if cfg.logging_frequency > 0 and p.steps_done % cfg.logging_frequency == 0:
+                # every rank reduces; only rank 0 prints and writes
+                mean = b.allreduce_scalar(window_loss / window_count, "mean")
+                rate = window_count * cfg.local_batch_size * b.size / \
+                    (time.perf_counter() - window_start)
+                self.reporter.scalars(self.position.step, {
+                    "train/loss": mean, "train/samples_per_s": rate,
+                    "train/lr": self.scheduler.get_last_lr()[0]})
+                self.log.event("train_loss", mean, metadata={"epoch_num": epoch,
+                                                             "step_num": self.position.step})
+                window_loss, window_count, window_start = 0.0, 0, time.perf_counter()
+            self.reporter.advance(1, self.position.step, p.loss_sum / p.loss_count,
+                                  p.loss_count * cfg.local_batch_size * b.size / p.seconds,
+                                  epoch)
+            # Ranks may see a signal at different steps: agree before acting on it.
+            if b.allreduce_scalar(float(self.stop.requested), "sum") > 0:
+                return False
+        return True
+
+    def _backward(self, data: torch.Tensor, label: torch.Tensor, accum: int) -> float:
+        """Forward and backward of one local batch; returns its (unscaled) loss."""
+        data = data.to(self.device, non_blocking=True)
+        label = label.to(self.device, non_blocking=True)
+        if self.cfg.channels_last:
+            data = data.contiguous(memory_format=torch.channels_last)
+        with autocast(self.cfg.precision, self.device):
+            logits = self.forward(data)
+        loss = self.criterion(logits, label)
+        if not torch.isfinite(loss):
+            raise DataError(f"training loss became {loss.item()} at step {self.position.step}"
+                            " (diverged, or NaN/Inf in the input data)")
+        scaled = loss / accum
+        (self.scaler.scale(scaled) if self.scaler else scaled).backward()
+        return float(loss.detach())
+
+    def _optimizer_step(self) -> None:
+        if self.scaler is not None:
+            if hasattr(self.optimizer, "synchronize"):  # Horovod: reduce before unscaling
+                self.optimizer.synchronize()
+                with self.optimizer.skip_synchronize():
+                    self.scaler.step(self.optimizer)
+            else:
+                self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self.optimizer.zero_grad()
+        self.scheduler.step()
+
+    @torch.no_grad()
+    def validate(self) -> tuple[float, float]:
+        """IoU and loss over the whole validation set (every file once over all ranks)."""
+        self.backend.average_buffers(self.model)  # batch-norm statistics agree on every rank
+        self.model.eval()
+        iou_sum, loss_sum, count = 0.0, 0.0, 0
+        for batch in self.loaders.validation.iter_epoch(0):
+            data = batch.data.to(self.device)
+            label = batch.label.to(self.device)
+            if self.cfg.channels_last:
+                data = data.contiguous(memory_format=torch.channels_last)
+            with autocast(self.cfg.precision, self.device):
+                logits = self.forward(data)
+            loss_sum += float(self.criterion(logits, label)) * label.shape[0]
+            iou_sum += float(per_sample_iou(logits.argmax(dim=1), label).sum())
+            count += label.shape[0]
+        totals = self.backend.allreduce(
+            torch.tensor([iou_sum, loss_sum, float(count)], dtype=torch.float64), "sum")
+        iou_total, loss_total, n = totals.tolist()
+        self.model.train()
+        return iou_total / n, loss_total / n
+
+    def _record_epoch(self, epoch: int, loss: float, rate: float, wait: float, iou: float,
+                      eval_loss: float, elapsed: float) -> None:
+        s = self.summary
+        s.steps = self.position.step
+        s.train_loss.append(loss)
+        s.train_samples_per_s.append(rate)
+        s.data_wait_fraction.append(wait)
+        s.eval_iou.append(iou)
+        s.eval_loss.append(eval_loss)
+        if iou >= self.cfg.target_iou and not s.converged:
+            s.converged, s.epochs_to_target, s.time_to_target_s = True, epoch, elapsed
+        self.reporter.scalars(self.position.step, {
+            "eval/iou": iou, "eval/loss": eval_loss, "train/epoch_loss": loss,
+            "train/epoch_samples_per_s": rate, "train/data_wait_fraction": wait})
+        self._message(f"epoch {epoch}: train loss {loss:.4f}, eval loss {eval_loss:.4f}, "
+                      f"eval IoU {iou:.4f}, {rate:.2f} samples/s, data wait {100 * wait:.1f}%")
+
+    def _on_root_then_everywhere(self, action: Any) -> None:
+        """Run ``action`` on rank 0 and re-raise its error on every rank, so none waits alone."""
+        error = None
+        if self.is_root:
+            try:
+                action()
+            except (OSError, DataError, ConfigError) as exc:
+                error = str(exc) if not isinstance(exc, OSError) else \
+                    f"{getattr(exc, 'filename', '') or self.out}: {exc.strerror or exc}"
+        error = self.backend.broadcast_object(error, root=0)
+        if error is not None:
+            raise DataError(error)
+
+    def _prepare_output_dir(self) -> None:
+        self.out.mkdir(parents=True, exist_ok=True)
+        probe = self.out / f".write-test-{self.backend.size}"
+        probe.write_text("ok")
+        probe.unlink()
+
+    def save(self) -> None:
+        """Rank 0 writes a checkpoint; a failure there (disk full) stops every rank cleanly."""
+        # Mid-epoch totals and batch-norm running statistics differ per rank until the next
+        # validation averages them: keep every rank's, so each resumes exactly its own.
+        progress = self.backend.allgather_object(asdict(self.progress))
+        buffers = self.backend.allgather_object(
+            {name: buf.detach().cpu() for name, buf in self.model.named_buffers()})
+        self._on_root_then_everywhere(lambda: self._write_checkpoint(progress, buffers))
+
+    def _write_checkpoint(self, progress: list[dict[str, Any]],
+                          buffers: list[dict[str, torch.Tensor]]) -> None:
+        state = {
+            "identity": model_identity(self.cfg),
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "step": self.position.step,
+            "epoch": self.position.epoch,
+            "progress": progress,
+            "rank_buffers": buffers,
+            "config": _plain(self.cfg.to_dict()),
+            "summary": _plain(self.summary.as_dict()),
+            "world_size": self.backend.size,
+        }
+        save_checkpoint(state, checkpoint_path(self.out / "checkpoints",
+                                               self.cfg.model_prefix, self.position.step),
+                        keep=self.cfg.keep_checkpoints)
+
+
+    def _message(self, text: str) -> None:
+        if self.is_root:
+            reporter = getattr(self, "reporter", None)
+            if reporter is not None and reporter.active:
+                reporter.message(text)
+            else:
+                print(text, flush=True)
+
+    def close(self) -> None:
+        """Stop loader workers and restore the signal handlers."""
+        self.stop.uninstall()
+        loaders = getattr(self, "loaders", None)
+        if loaders is not None:
+            loaders.close()
+
+
+def _plain(value: Any) -> Any:
+    """Only the types ``torch.load(weights_only=True)`` accepts (no floats like nan issue)."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _platform(runtime: Runtime) -> str:
+    import platform
+
+    cpu = platform.processor() or platform.machine()
+    kind = runtime.device.type
+    return f"{runtime.threads.node_cores}-core {cpu} ({kind})"
+
+
+def run_training(cfg: TrainConfig, runtime: Runtime) -> RunSummary:
+    """Set up and run a training job on this rank."""
+    trainer = Trainer(cfg, runtime)
+    try:
+        trainer.setup()
+        return trainer.fit()
+    finally:
+        trainer.close()

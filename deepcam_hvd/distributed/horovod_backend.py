@@ -91,10 +91,13 @@ class HorovodBackend(Backend):
     ) -> torch.Tensor:
         hvd_op = self._hvd.Average if op == "mean" else self._hvd.Sum
         process_set = group.handle if group is not None else self._hvd.global_process_set
-        return self._hvd.allreduce(tensor, op=hvd_op, process_set=process_set)
+        where = "all" if group is None else "-".join(map(str, group.ranks))
+        return self._hvd.allreduce(tensor, op=hvd_op, process_set=process_set,
+                                   name=_stable_name(f"allreduce.{op}.{where}", tensor))
 
     def broadcast(self, tensor: torch.Tensor, root: int = 0) -> torch.Tensor:
-        return self._hvd.broadcast(tensor, root_rank=root)
+        return self._hvd.broadcast(tensor, root_rank=root,
+                                   name=_stable_name(f"broadcast.{root}", tensor))
 
     def _next_name(self, kind: str) -> str:
         # Horovod names object collectives after the object's type unless told otherwise, so a
@@ -151,3 +154,13 @@ class HorovodBackend(Backend):
             "controller": "mpi" if self._hvd.mpi_enabled() else
             "gloo" if self._hvd.gloo_enabled() else "unknown",
         }
+
+
+def _stable_name(kind: str, tensor: torch.Tensor) -> str:
+    """A name that repeats for repeated synchronous collectives of the same kind and shape.
+
+    Unnamed Horovod ops get a fresh name each call, which fills Horovod's response cache (and
+    warns of evictions) in a loop; these calls block until done, so reusing a name is safe.
+    """
+    shape = "x".join(map(str, tensor.shape)) or "scalar"
+    return f"deepcam.{kind}.{str(tensor.dtype).removeprefix('torch.')}.{shape}"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import traceback
 
 import click
 
@@ -34,15 +35,45 @@ def report_error(exc: DeepcamError) -> None:
     click.echo(f"deepcam-hvd: error: {where}{exc}", err=True)
 
 
+# Errors a rank sees when a *peer* failed first: the peer has printed the cause.
+PEER_FAILURE_TYPES = ("HorovodInternalError", "HostsUpdatedInterrupt", "DistBackendError")
+
+
+def _exit_now(code: int) -> None:
+    """Exit without running atexit hooks: Horovod's shutdown hook can block when peers died."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 class _Group(click.Group):
-    """Turns DeepcamError into one line on stderr and exit code 2, never a traceback."""
+    """Turns errors into one line on stderr naming the rank, never a hang or a bare traceback.
+
+    DeepcamError (bad input) exits 2. A rank whose peer failed says so and exits 3. Anything
+    else is a bug: its traceback is printed, then one line naming the rank, exit 1.
+    """
 
     def invoke(self, ctx: click.Context) -> object:
         try:
             return super().invoke(ctx)
         except DeepcamError as exc:
             report_error(exc)
+            if _launch_position()[1] > 1:
+                _exit_now(2)
             sys.exit(2)
+        except (click.exceptions.Exit, click.ClickException, SystemExit, KeyboardInterrupt):
+            raise
+        except Exception as exc:  # noqa: BLE001 - the last line of defence for every rank
+            rank, size = _launch_position()
+            if type(exc).__name__ in PEER_FAILURE_TYPES:
+                click.echo(f"deepcam-hvd: error: [rank {rank}/{size}] stopped because another "
+                           "rank failed (its error is printed above)", err=True)
+                _exit_now(3)
+            traceback.print_exc()
+            click.echo(f"deepcam-hvd: error: [rank {rank}/{size}] unexpected "
+                       f"{type(exc).__name__}: {exc}", err=True)
+            _exit_now(1)
+        return None
 
 
 @click.group(cls=_Group)

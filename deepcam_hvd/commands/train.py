@@ -56,10 +56,12 @@ def config_options(func: Callable[..., Any]) -> Callable[..., Any]:
               help=f"Published settings: {', '.join(PRESETS)}.")
 @click.option("--rules", default=None, metavar="NAME",
               help=f"Refuse settings that {'/'.join(RULES)} fix.")
+@click.option("--wireup_method", "wireup_method", default=None, hidden=True,
+              help="Accepted from reference run scripts and ignored: the launcher is detected.")
 @runtime_options
 @config_options
 def train(config_file: str | None, preset_name: str | None, rules: str | None, launcher: str,
-          backend: str, device: str, **options: Any) -> None:
+          backend: str, device: str, wireup_method: str | None, **options: Any) -> None:
     """Train DeepCAM (run it under horovodrun, srun or mpirun, or as one process)."""
     from deepcam_hvd.train.trainer import run_training
 

@@ -59,7 +59,8 @@ class LoaderSettings:
     ``shuffle``: 'global' reshuffles all training files over all ranks every epoch (the
     reference); 'local' keeps a fixed per-rank share and reshuffles within it (for staged data).
     ``validation_batch_size`` defaults to ``local_batch_size``; the last validation batch of a
-    rank may be short, so nothing is dropped.
+    rank may be short, so nothing is dropped. ``skip_bad_files`` replaces an unreadable
+    training sample by the next readable one, counting it, instead of stopping.
     """
 
     local_batch_size: int = 1
@@ -70,6 +71,7 @@ class LoaderSettings:
     shuffle: ShuffleMode = "global"
     pin_memory: bool = False
     validation_batch_size: int | None = None
+    skip_bad_files: bool = False
 
     def __post_init__(self) -> None:
         if self.local_batch_size < 1:
@@ -304,6 +306,7 @@ def train_loader(
 ) -> ShardLoader:
     """This rank's training loader: equal shards reshuffled per (seed, epoch), drop_last."""
     reader = make_reader(root, "train", settings.channels)
+    reader.skip_bad = settings.skip_bad_files
     n = len(reader.split)
     shard = sharding.local_train_shard if settings.shuffle == "local" else sharding.train_shard
     order = partial(shard, n, rank, size, settings.seed)

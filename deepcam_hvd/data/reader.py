@@ -9,6 +9,7 @@ compressed (gzip, lzf, ...) datasets go through h5py, which serialises them unde
 from __future__ import annotations
 
 import os
+import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -230,7 +231,10 @@ class SampleReader:
     ) -> None:
         self.split = split
         self.normalizer = normalizer
+        self.skip_bad = False
+        self.skipped: list[str] = []
         self._local = threading.local()
+        self._skip_lock = threading.Lock()
         self.shape = tuple(shape) if shape is not None else peek_shape(split)
         if self.shape[2] != normalizer.num_input_channels:
             raise DataError(
@@ -240,12 +244,13 @@ class SampleReader:
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
-        del state["_local"]
+        del state["_local"], state["_skip_lock"]
         return state
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
         self._local = threading.local()
+        self._skip_lock = threading.Lock()
 
     def _scratch(self) -> np.ndarray:
         buf = getattr(self._local, "buffer", None)
@@ -261,15 +266,37 @@ class SampleReader:
     def read_into(self, index: int, data_out: np.ndarray, label_out: np.ndarray) -> str:
         """Read sample ``index`` of the split into ``data_out`` (C', H, W) and ``label_out``.
 
-        Returns the sample's file path (the .h5 or -data.npy).
+        Returns the sample's file path (the .h5 or -data.npy). With ``skip_bad`` set, an
+        unreadable or invalid sample is reported, counted in ``skipped`` and replaced by the
+        next readable sample of the split.
         """
+        if not self.skip_bad:
+            return self._read_checked(index, data_out, label_out)
+        n = len(self.split.names)
+        for attempt in range(n):
+            try:
+                return self._read_checked((index + attempt) % n, data_out, label_out)
+            except DataError as exc:
+                with self._skip_lock:
+                    self.skipped.append(str(exc))
+                print(f"deepcam-hvd: warning: skipping {exc} ({len(self.skipped)} skipped "
+                      "so far)", file=sys.stderr, flush=True)
+        raise DataError(f"{self.split.directory}: no readable sample left to replace "
+                        f"{self.split.names[index]}")
+
+    def _read_checked(self, index: int, data_out: np.ndarray, label_out: np.ndarray) -> str:
         name = self.split.names[index]
         paths = self.split.paths(name)
         data, label = read_raw(paths, self.split.fmt, self._scratch())
         if data.shape != self.shape:
             raise DataError(f"{paths[0]}: data has shape {data.shape}, expected {self.shape}")
         self.normalizer.apply(data, data_out)
+        if not np.isfinite(data_out).all():  # ~10 ms at full size: nothing next to a step
+            raise DataError(f"{paths[0]}: data holds NaN or Inf")
         label_out[...] = label
+        low, high = int(label_out.min()), int(label_out.max())
+        if low < 0 or high > 2:
+            raise DataError(f"{paths[-1]}: labels outside {{0, 1, 2}} (min {low}, max {high})")
         return str(paths[0])
 
     def read(self, index: int) -> tuple[torch.Tensor, torch.Tensor, str]:

@@ -49,6 +49,9 @@ def save_checkpoint(state: dict[str, Any], path: Path, keep: int = 2) -> Path:
             tmp.unlink()
         raise DataError(f"cannot write checkpoint {path}: {exc.strerror or exc}") from None
     _fsync_dir(path.parent)
+    # Temporary files of saves that were killed midway (one writer per directory: rank 0).
+    for debris in path.parent.glob(".*.ckpt.tmp*"):
+        debris.unlink(missing_ok=True)
     prefix = _NAME.match(path.name)
     if prefix:
         for old in list_checkpoints(path.parent, prefix["prefix"])[:-keep]:

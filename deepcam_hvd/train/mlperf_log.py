@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from deepcam_hvd.config import ADAM_EPS, TrainConfig
+from deepcam_hvd.errors import ConfigError
 
 FULL_TRAIN_SAMPLES = 121266  # closed division requires the full data set
 FULL_EVAL_SAMPLES = 15158
@@ -68,12 +69,28 @@ class MLPerfLog:
             self._log.end(key=key, value=value, metadata=metadata or {})
 
 
-def division_for(cfg: TrainConfig, train_samples: int, eval_samples: int) -> str:
-    """'closed' only on the full data set; 'open' otherwise, or as the config says."""
+def division_for(cfg: TrainConfig, train_samples: int, eval_samples: int,
+                 world_size: int) -> str:
+    """'closed' only on the full data set with closed-rule settings; 'open' otherwise.
+
+    An explicit --division wins, except that 'closed' is refused where the checker would
+    reject it (other data) or the rules forbid it (a changed fixed setting).
+    """
+    from deepcam_hvd.presets import check_rules
+
+    full = train_samples == FULL_TRAIN_SAMPLES and eval_samples == FULL_EVAL_SAMPLES
+    try:
+        check_rules("mlperf-closed", cfg, world_size)
+        closed_settings = True
+    except ConfigError:
+        closed_settings = False
+    if cfg.division == "closed" and not (full and closed_settings):
+        why = "the full data set" if not full else "closed-rule settings (--rules mlperf-closed)"
+        raise ConfigError(f"--division closed needs {why}; this run has {train_samples} "
+                          f"training / {eval_samples} validation samples")
     if cfg.division != "auto":
         return cfg.division
-    full = train_samples == FULL_TRAIN_SAMPLES and eval_samples == FULL_EVAL_SAMPLES
-    return "closed" if full else "open"
+    return "closed" if full and closed_settings else "open"
 
 
 def log_submission(log: MLPerfLog, cfg: TrainConfig, division: str, platform: str,

@@ -38,6 +38,7 @@ class RunSummary:
     time_to_target_s: float | None = None
     time_to_16_epochs_s: float | None = None
     time_to_16_epochs_estimated: bool = False
+    skipped_files: int = 0  # unreadable training samples replaced (--skip_bad_files)
     status: str = "running"
     stopped_by: str = ""
 
@@ -66,7 +67,9 @@ class RunSummary:
                 if self.train_samples_per_s else 0.0)
         t16 = self.time_to_16_epochs_s or 0.0
         est = " (estimated)" if self.time_to_16_epochs_estimated else ""
-        return (f"summary: {self.status}; {target}; best IoU {best:.4f}; {self.epochs_run} "
+        skipped = f"; {self.skipped_files} bad files skipped" if self.skipped_files else ""
+        return (f"summary: {self.status}{skipped}; {target}; best IoU {best:.4f}; "
+                f"{self.epochs_run} "
                 f"epochs, {self.steps} steps on {self.ranks} ranks in {self.run_time_s:.1f} s; "
                 f"{rate:.2f} samples/s; time to 16 epochs {t16:.1f} s{est}")
 

@@ -113,7 +113,8 @@ class Trainer:
         self.loaders: Loaders = build_loaders(cfg.data_dir_prefix, b, LoaderSettings(
             local_batch_size=cfg.local_batch_size, readers=cfg.max_inter_threads,
             channels=tuple(cfg.channels), seed=cfg.seed,
-            validation_batch_size=cfg.local_batch_size_validation))
+            validation_batch_size=cfg.local_batch_size_validation,
+            skip_bad_files=cfg.skip_bad_files))
         self.log.end("staging_stop", metadata={"staged_to": cfg.stage_dir or "none"})
 
         model = build_model(cfg.model, len(cfg.channels), NUM_CLASSES).to(self.device)
@@ -138,7 +139,7 @@ class Trainer:
                     buf.copy_(rank_buffers[name])
 
         self.division = mlp.division_for(cfg, self.loaders.train_samples,
-                                         self.loaders.validation_samples)
+                                         self.loaders.validation_samples, b.size)
         accelerators = self.backend.local_size if self.device.type == "cuda" else 0
         mlp.log_submission(self.log, cfg, self.division, cfg.platform or _platform(self.rt),
                            self.summary.nodes, accelerators)
@@ -203,6 +204,8 @@ class Trainer:
                     break
                 loss, rate, wait, seconds = self.progress.close(self.backend,
                                                                 self.global_batch_size)
+                self.summary.skipped_files = int(self.backend.allreduce_scalar(
+                    len(self.loaders.train.reader.skipped), "sum"))
                 self.progress = EpochProgress()
                 self.summary.epoch_times_s.append(seconds)
                 self.log.end("epoch_stop", metadata={"epoch_num": epoch})

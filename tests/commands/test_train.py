@@ -60,19 +60,22 @@ def test_two_ranks_train_and_log(tiny_root: Path, tmp_path: Path) -> None:
         assert key in log
 
 
-def test_converged_run_passes_compliance(tiny_root: Path, tmp_path: Path) -> None:
-    """With a target the tiny run reaches, the log passes the official checker outright."""
-    out = tmp_path / "run"
-    proc = run_ranks([DEEPCAM, "train", "--data_dir", str(tiny_root), "--output_dir", str(out),
-                      "--max_epochs", "1", "--target_iou", "0.05", *TINY], launcher="none")
-    assert proc.returncode == 0, proc.stderr
+def test_demo_converges_and_its_log_passes_compliance(tmp_path: Path) -> None:
+    """The README demo's settings reach IoU 0.82 on 2 ranks; the official checker says SUCCESS."""
+    data, out = tmp_path / "data", tmp_path / "run"
+    synthesize_dataset(data, LocalBackend(), 128, 32, height=96, width=144, seed=333)
+    proc = run_ranks([DEEPCAM, "train", "--config", "jobs/demo.toml", "--data_dir", str(data),
+                      "--output_dir", str(out)], timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["converged"] and summary["epochs_to_target"] == 1
-    log = (out / "mlperf.log").read_text()
-    assert '"status": "success"' in log
-    # eval_accuracy below 0.82 is the one check the checker applies to the value itself
-    failures = [f for f in check_mlperf_log(out / "mlperf.log") if "eval_accuracy" not in f]
-    assert failures in ([], ["ERROR - FAILED"]), failures
+    assert summary["converged"] and summary["status"] == "success"
+    assert max(summary["eval_iou"]) >= 0.82 and summary["epochs_to_target"] <= 40
+    checker = subprocess.run(
+        [sys.executable, "-m", "mlperf_logging.compliance_checker", "--usage", "hpc",
+         "--ruleset", "3.0.0", str(out / "mlperf.log")], capture_output=True, text=True,
+        cwd=tmp_path, timeout=120)
+    assert checker.returncode == 0 and "SUCCESS" in checker.stdout + checker.stderr, \
+        checker.stdout + checker.stderr
 
 
 def test_resume_equals_straight_run(tiny_root: Path, tmp_path: Path) -> None:

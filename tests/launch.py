@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import psutil
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,4 +58,16 @@ def results(proc: subprocess.CompletedProcess[str]) -> dict[int, dict]:
             found[int(rank)] = json.loads(payload)
     if proc.returncode != 0 or not found:
         pytest.fail(f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
+    return found
+
+
+def rank_processes(output_dir: Path) -> list[psutil.Process]:
+    """The ``deepcam-hvd`` rank processes (not their launcher) training into ``output_dir``."""
+    launchers = ("mpirun", "mpiexec", "mpiexec.hydra", "horovodrun")
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        cmd = proc.info["cmdline"] or []
+        if str(output_dir) in cmd and any(part.endswith("deepcam-hvd") for part in cmd) and \
+                not any(part.endswith(launchers) for part in cmd):
+            found.append(proc)
     return found

@@ -16,7 +16,7 @@ import pytest
 from deepcam_hvd.data.synth_dataset import synthesize_dataset
 from deepcam_hvd.distributed.local import LocalBackend
 from deepcam_hvd.train.checkpoint import latest_valid_checkpoint, list_checkpoints, load_checkpoint
-from tests.launch import DEEPCAM, LAUNCHERS, ROOT
+from tests.launch import DEEPCAM, LAUNCHERS, ROOT, rank_processes
 
 
 @pytest.fixture(scope="module")
@@ -24,17 +24,6 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("faults")
     synthesize_dataset(path, LocalBackend(), 16, 4, height=64, width=96, seed=4)
     return path
-
-
-def ranks_of(out: Path) -> list[psutil.Process]:
-    """Training rank processes (not the launcher) writing to ``out``."""
-    found = []
-    for proc in psutil.process_iter(["cmdline"]):
-        cmd = proc.info["cmdline"] or []
-        if str(out) in cmd and any(p.endswith("deepcam-hvd") for p in cmd) and \
-                not any(p.endswith(("mpirun", "mpiexec", "horovodrun")) for p in cmd):
-            found.append(proc)
-    return found
 
 
 @pytest.mark.parametrize("launcher", ["mpirun", "horovodrun-gloo"])
@@ -48,10 +37,10 @@ def test_killed_rank_stops_the_job_within_60s(root: Path, tmp_path: Path, launch
                            start_new_session=True)
     try:
         deadline = time.monotonic() + 120
-        while not (len(ranks_of(out)) == 2 and list(out.glob("tensorboard/events.*"))):
+        while not (len(rank_processes(out)) == 2 and list(out.glob("tensorboard/events.*"))):
             assert time.monotonic() < deadline and job.poll() is None, "training never started"
             time.sleep(0.3)
-        victim, survivor = ranks_of(out)
+        victim, survivor = rank_processes(out)
         victim.send_signal(signal.SIGKILL)
         killed_at = time.monotonic()
         job.wait(timeout=60)

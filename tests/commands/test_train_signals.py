@@ -9,13 +9,12 @@ import subprocess
 import time
 from pathlib import Path
 
-import psutil
 import pytest
 
 from deepcam_hvd.data.synth_dataset import synthesize_dataset
 from deepcam_hvd.distributed.local import LocalBackend
 from deepcam_hvd.train.signals import EXIT_PREEMPTED
-from tests.launch import DEEPCAM, ROOT, run_ranks
+from tests.launch import DEEPCAM, ROOT, rank_processes, run_ranks
 
 ARGS = ["--model", "deeplab-xception-small", "--local_batch_size", "2", "--max_inter_threads",
         "0", "--optimizer", "AdamW", "--start_lr", "0.002", "--max_epochs", "3"]
@@ -28,17 +27,6 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def rank_processes(marker: str) -> list[psutil.Process]:
-    """The training processes whose command line contains ``marker`` (the output dir)."""
-    found = []
-    for proc in psutil.process_iter(["cmdline"]):
-        cmd = proc.info["cmdline"] or []
-        if any(marker in part for part in cmd) and any("deepcam-hvd" in p for p in cmd) \
-                and not any(p.endswith(("mpirun", "mpiexec", "mpiexec.hydra")) for p in cmd):
-            found.append(proc)
-    return found
-
-
 def interrupt(command: list[str], out: Path, sig: signal.Signals, only_one: bool) -> int:
     """Start ``command``, signal its rank(s) once step 3 is done, return the exit code."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -47,7 +35,7 @@ def interrupt(command: list[str], out: Path, sig: signal.Signals, only_one: bool
     deadline = time.monotonic() + 120
     try:
         while time.monotonic() < deadline:
-            ranks = rank_processes(str(out))
+            ranks = rank_processes(out)
             # the TensorBoard file appears when training starts: signal within the first epoch
             if ranks and list(out.glob("tensorboard/events.*")):
                 for r in ranks[:1] if only_one else ranks:

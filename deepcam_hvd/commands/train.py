@@ -58,10 +58,14 @@ def config_options(func: Callable[..., Any]) -> Callable[..., Any]:
               help=f"Refuse settings that {'/'.join(RULES)} fix.")
 @click.option("--wireup_method", "wireup_method", default=None, hidden=True,
               help="Accepted from reference run scripts and ignored: the launcher is detected.")
+@click.option("--elastic", is_flag=True, default=False,
+              help="Horovod elastic mode (horovodrun --gloo --min-np/--max-np/--host-discovery-"
+                   "script): training goes on from the last commit when a worker is lost.")
 @runtime_options
 @config_options
 def train(config_file: str | None, preset_name: str | None, rules: str | None, launcher: str,
-          backend: str, device: str, wireup_method: str | None, **options: Any) -> None:
+          backend: str, device: str, wireup_method: str | None, elastic: bool,
+          **options: Any) -> None:
     """Train DeepCAM (run it under horovodrun, srun or mpirun, or as one process)."""
     from deepcam_hvd.train.trainer import run_training
 
@@ -78,6 +82,11 @@ def train(config_file: str | None, preset_name: str | None, rules: str | None, l
     cfg.validate(launch.size)
     if rules:
         check_rules(rules, cfg, launch.size)
+    if elastic:
+        from deepcam_hvd.train.elastic import check_elastic_launch, run_elastic_training
+
+        check_elastic_launch(launch, backend, os.environ)
+        run_training = run_elastic_training
     runtime = start_runtime(launcher, backend, device, launch=launch)
     if runtime.backend.is_root:
         click.echo("config: " + json.dumps(cfg.to_dict(), sort_keys=True))

@@ -105,6 +105,10 @@ class HorovodBackend(Backend):
         self._object_ops += 1
         return f"deepcam.{kind}.{self._object_ops}"
 
+    def reset_object_names(self) -> None:
+        """Restart object-collective naming (every rank, e.g. after an elastic reset)."""
+        self._object_ops = 0
+
     def broadcast_object(self, obj: Any, root: int = 0) -> Any:
         return self._hvd.broadcast_object(obj, root_rank=root, name=self._next_name("bcast"))
 

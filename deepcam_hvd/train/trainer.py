@@ -110,11 +110,7 @@ class Trainer:
         torch.manual_seed(cfg.seed)
 
         self.log.start("staging_start")
-        self.loaders: Loaders = build_loaders(cfg.data_dir_prefix, b, LoaderSettings(
-            local_batch_size=cfg.local_batch_size, readers=cfg.max_inter_threads,
-            channels=tuple(cfg.channels), seed=cfg.seed,
-            validation_batch_size=cfg.local_batch_size_validation,
-            skip_bad_files=cfg.skip_bad_files))
+        self.loaders: Loaders = self._build_loaders()
         self.log.end("staging_stop", metadata={"staged_to": cfg.stage_dir or "none"})
 
         model = build_model(cfg.model, len(cfg.channels), NUM_CLASSES).to(self.device)
@@ -148,6 +144,25 @@ class Trainer:
         self.log.event("train_samples", self.loaders.train_samples)
         self.log.event("eval_samples", self.loaders.validation_samples)
         self.log.end("init_stop")
+
+    def _build_loaders(self) -> Loaders:
+        """This rank's training and validation loaders (a collective: shards follow rank/size)."""
+        cfg = self.cfg
+        return build_loaders(cfg.data_dir_prefix, self.backend, LoaderSettings(
+            local_batch_size=cfg.local_batch_size, readers=cfg.max_inter_threads,
+            channels=tuple(cfg.channels), seed=cfg.seed,
+            validation_batch_size=cfg.local_batch_size_validation,
+            skip_bad_files=cfg.skip_bad_files))
+
+    def _steps_per_epoch(self) -> int:
+        """Optimizer steps per epoch on this world (equal on every rank)."""
+        accum = self.cfg.gradient_accumulation_frequency
+        steps = len(self.loaders.train) // accum
+        if steps == 0:
+            raise ConfigError(
+                f"--gradient_accumulation_frequency {accum} needs more batches per epoch than "
+                f"this rank's {len(self.loaders.train)} over {self.backend.size} ranks")
+        return steps
 
     def _resume(self) -> dict[str, torch.Tensor] | None:
         """Load the checkpoint named by --checkpoint ('auto': newest valid in output_dir).
@@ -184,11 +199,7 @@ class Trainer:
     def fit(self) -> RunSummary:
         """Train until the target IoU, max_epochs or a stop signal; return the summary."""
         cfg = self.cfg
-        steps_per_epoch = len(self.loaders.train) // cfg.gradient_accumulation_frequency
-        if steps_per_epoch == 0:
-            raise ConfigError(
-                f"--gradient_accumulation_frequency {cfg.gradient_accumulation_frequency} "
-                f"needs more batches per epoch than this rank's {len(self.loaders.train)}")
+        steps_per_epoch = self._steps_per_epoch()
         remaining = steps_per_epoch * (cfg.max_epochs - self.position.epoch) - \
             self.progress.steps_done
         self.reporter = Reporter(self.is_root, self.out, remaining)
@@ -202,22 +213,7 @@ class Trainer:
                 if not self.train_epoch(epoch, steps_per_epoch):
                     self.summary.stopped_by = f"signal {self.stop.signal_name}"
                     break
-                loss, rate, wait, seconds = self.progress.close(self.backend,
-                                                                self.global_batch_size)
-                self.summary.skipped_files = int(self.backend.allreduce_scalar(
-                    len(self.loaders.train.reader.skipped), "sum"))
-                self.progress = EpochProgress()
-                self.summary.epoch_times_s.append(seconds)
-                self.log.end("epoch_stop", metadata={"epoch_num": epoch})
-                self.position.epoch = epoch
-
-                self.log.start("eval_start", metadata={"epoch_num": epoch})
-                iou, eval_loss = self.validate()
-                self.log.event("eval_accuracy", iou, metadata={"epoch_num": epoch})
-                self.log.end("eval_stop", metadata={"epoch_num": epoch})
-                self._record_epoch(epoch, loss, rate, wait, iou, eval_loss,
-                                   time.perf_counter() - run_start)
-
+                iou = self.end_epoch(epoch, run_start)
                 if iou >= cfg.target_iou:
                     status = "success"
                     self.summary.stopped_by = "target"
@@ -279,7 +275,29 @@ class Trainer:
             # Ranks may see a signal at different steps: agree before acting on it.
             if b.allreduce_scalar(float(self.stop.requested), "sum") > 0:
                 return False
+            self._after_step(steps)
         return True
+
+    def _after_step(self, steps: int) -> None:
+        """Hook run on every rank after each optimizer step (the elastic trainer commits)."""
+
+    def end_epoch(self, epoch: int, run_start: float) -> float:
+        """Close the epoch's totals, validate, log and record it; return the validation IoU."""
+        loss, rate, wait, seconds = self.progress.close(self.backend, self.global_batch_size)
+        self.summary.skipped_files = int(self.backend.allreduce_scalar(
+            len(self.loaders.train.reader.skipped), "sum"))
+        self.progress = EpochProgress()
+        self.summary.epoch_times_s.append(seconds)
+        self.log.end("epoch_stop", metadata={"epoch_num": epoch})
+        self.position.epoch = epoch
+
+        self.log.start("eval_start", metadata={"epoch_num": epoch})
+        iou, eval_loss = self.validate()
+        self.log.event("eval_accuracy", iou, metadata={"epoch_num": epoch})
+        self.log.end("eval_stop", metadata={"epoch_num": epoch})
+        self._record_epoch(epoch, loss, rate, wait, iou, eval_loss,
+                           time.perf_counter() - run_start)
+        return iou
 
     def _backward(self, data: torch.Tensor, label: torch.Tensor, accum: int) -> float:
         """Forward and backward of one local batch; returns its (unscaled) loss."""

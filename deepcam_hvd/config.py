@@ -28,6 +28,7 @@ Precision = Literal["fp32", "bf16", "fp16"]
 Compression = Literal["none", "fp16"]
 DataFormat = Literal["hdf5", "npy"]
 Division = Literal["auto", "closed", "open"]
+Shuffle = Literal["global", "local"]
 
 
 @dataclass
@@ -64,6 +65,7 @@ class TrainConfig:
     channels: list[int] = field(default_factory=lambda: list(range(NUM_CHANNELS)))
     max_inter_threads: int = 1
     stage_dir: str = ""
+    shuffle: Shuffle = "global"
     skip_bad_files: bool = False
     # run and outputs
     output_dir: str = "runs/deepcam"
@@ -266,6 +268,8 @@ HELP: dict[str, str] = {
     "channels": "Input channels to use, e.g. '0,1,2' (default all 16).",
     "max_inter_threads": "Parallel readers per rank (0: read in the training thread).",
     "stage_dir": "Node-local directory the data was staged to (logged; see 'data stage').",
+    "shuffle": "global: reshuffle all training files over all ranks each epoch (the "
+               "reference); local: keep each rank's staged share ('data stage').",
     "skip_bad_files": "Skip unreadable training files, counting and logging them.",
     "output_dir": "Directory for checkpoints, MLPerf log, TensorBoard and summary.json.",
     "run_tag": "Name of this run.",

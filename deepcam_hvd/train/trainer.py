@@ -150,7 +150,7 @@ class Trainer:
         cfg = self.cfg
         return build_loaders(cfg.data_dir_prefix, self.backend, LoaderSettings(
             local_batch_size=cfg.local_batch_size, readers=cfg.max_inter_threads,
-            channels=tuple(cfg.channels), seed=cfg.seed,
+            channels=tuple(cfg.channels), seed=cfg.seed, shuffle=cfg.shuffle,
             validation_batch_size=cfg.local_batch_size_validation,
             skip_bad_files=cfg.skip_bad_files))
 

@@ -9,6 +9,7 @@ import traceback
 import click
 
 from deepcam_hvd import __version__
+from deepcam_hvd.commands.bench import bench
 from deepcam_hvd.commands.info import info
 from deepcam_hvd.commands.train import train
 from deepcam_hvd.data.commands import data
@@ -85,3 +86,4 @@ def main() -> None:
 main.add_command(info)
 main.add_command(train)
 main.add_command(data)
+main.add_command(bench)

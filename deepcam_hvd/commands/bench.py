@@ -1,0 +1,82 @@
+"""``deepcam-hvd bench``: timing of the training path (``bench step``)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import get_args
+
+import click
+
+from deepcam_hvd.bench.flops import train_step_flops
+from deepcam_hvd.bench.report import combine, format_text, rank_figures
+from deepcam_hvd.bench.step import NUM_CLASSES, StepSettings, TrainStep, time_steps
+from deepcam_hvd.commands.options import runtime_options
+from deepcam_hvd.config import OptimizerName
+from deepcam_hvd.errors import ConfigError
+from deepcam_hvd.model import MODEL_NAMES, check_input_size
+from deepcam_hvd.runtime import start_runtime
+
+
+@click.group()
+def bench() -> None:
+    """Benchmarks of the training path."""
+
+
+@bench.command()
+@click.option("--model", type=click.Choice(MODEL_NAMES), default="deeplab-xception",
+              show_default=True)
+@click.option("--height", type=click.IntRange(min=16), default=768, show_default=True)
+@click.option("--width", type=click.IntRange(min=16), default=1152, show_default=True)
+@click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Local batch size per rank.")
+@click.option("--steps", type=click.IntRange(min=1), default=5, show_default=True,
+              help="Timed steps (after the warm-up).")
+@click.option("--warmup", type=click.IntRange(min=0), default=1, show_default=True,
+              help="Untimed steps first.")
+@click.option("--optimizer", type=click.Choice(get_args(OptimizerName)), default="AdamW",
+              show_default=True)
+@click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32",
+              show_default=True)
+@click.option("--channels-last/--no-channels-last", "channels_last", default=False,
+              show_default=True, help="The trainer's --channels_last.")
+@click.option("--compile/--no-compile", "compile_", default=False, show_default=True,
+              help="The trainer's --compile (torch.compile).")
+@click.option("--seed", type=int, default=333, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (rank 0).")
+@click.option("--output", type=click.Path(dir_okay=False, writable=True), default=None,
+              help="Also write the JSON object to this file (rank 0).")
+@runtime_options
+def step(model: str, height: int, width: int, batch: int, steps: int, warmup: int,
+         optimizer: str, precision: str, channels_last: bool, compile_: bool, seed: int,
+         as_json: bool, output: str | None, launcher: str, backend: str, device: str) -> None:
+    """Time full training steps (forward, loss, backward, allreduce, optimizer step).
+
+    Runs under any launcher; prints the median seconds per step, samples/s and GFLOP/s of
+    every rank and of the whole job (a step lasts as long as its slowest rank).
+    """
+    try:
+        check_input_size(height, width)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    settings = StepSettings(model=model, height=height, width=width, batch=batch,
+                            optimizer=optimizer, precision=precision,
+                            channels_last=channels_last, compile=compile_, seed=seed)
+    runtime = start_runtime(launcher, backend, device)
+    b = runtime.backend
+    try:
+        flop = batch * train_step_flops(model, settings.in_channels, NUM_CLASSES, 1, height,
+                                        width)
+        train_step = TrainStep(settings, b, runtime.device)
+        times = time_steps(train_step, steps, warmup, barrier=b.barrier)
+        mine = rank_figures(times, settings, flop, b.rank, runtime.threads.threads)
+        ranks = b.allgather_object(mine)
+        if b.is_root:
+            doc = combine(ranks, settings, flop, b.name, runtime.launch.launcher, warmup)
+            doc["device"] = str(runtime.device)
+            text = json.dumps(doc, indent=2)
+            click.echo(json.dumps(doc) if as_json else format_text(doc))
+            if output:
+                Path(output).write_text(text + "\n")
+    finally:
+        b.shutdown()

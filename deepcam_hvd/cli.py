@@ -11,6 +11,9 @@ import click
 from deepcam_hvd import __version__
 from deepcam_hvd.commands.bench import bench
 from deepcam_hvd.commands.info import info
+from deepcam_hvd.commands.jobs import jobs
+from deepcam_hvd.commands.report import report
+from deepcam_hvd.commands.study import study
 from deepcam_hvd.commands.train import train
 from deepcam_hvd.data.commands import data
 from deepcam_hvd.errors import ConfigError, DeepcamError, LaunchError
@@ -86,4 +89,7 @@ def main() -> None:
 main.add_command(info)
 main.add_command(train)
 main.add_command(data)
+main.add_command(jobs)
+main.add_command(study)
+main.add_command(report)
 main.add_command(bench)

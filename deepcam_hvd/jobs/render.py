@@ -1,0 +1,237 @@
+"""Turn a system's job template into a ready script: ``deepcam-hvd jobs render``.
+
+Templates are shell scripts with ``{{name}}`` placeholders. ``{{name?}}`` is optional: a line
+holding an empty optional placeholder is dropped whole (an ``#SBATCH --account=`` line with
+no account, a continuation line with no ``--mpi``). A placeholder alone on its line may expand
+to several lines (the ``module load`` block).
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from deepcam_hvd.config import read_config_file
+from deepcam_hvd.errors import ConfigError
+from deepcam_hvd.jobs.systems import System, jobs_dir
+from deepcam_hvd.presets import PRESETS
+
+PLACEHOLDER = re.compile(r"\{\{\s*([a-z_]+)(\?)?\s*\}\}")
+TIME = re.compile(r"^(?:(\d+)-)?(\d{1,3}):(\d{2}):(\d{2})$")
+SAFE_WORD = re.compile(r"^[A-Za-z0-9_.+-]+$")
+DEFAULT_SIGNAL_S = 300
+
+
+@dataclass
+class RenderRequest:
+    """What the user asked ``jobs render`` for; None means the system's default."""
+
+    system: str
+    nodes: int
+    preset: str | None = None
+    data: str | None = None
+    time: str | None = None
+    account: str | None = None
+    partition: str | None = None
+    qos: str | None = None
+    tasks_per_node: int | None = None
+    cpus_per_task: int | None = None
+    config: str | None = None
+    output_dir: str | None = None
+    job_name: str | None = None
+    venv: str | None = None
+    hosts: str | None = None
+    srun_mpi: str | None = None
+    modules: list[str] | None = None
+    signal_seconds: int = DEFAULT_SIGNAL_S
+    info_step: bool = True
+    workdir: str | None = None
+    train_args: list[str] = field(default_factory=list)
+
+
+def parse_time(text: str) -> int:
+    """Seconds in a Slurm time limit ``HH:MM:SS`` or ``D-HH:MM:SS``; ConfigError otherwise."""
+    match = TIME.match(text.strip())
+    if not match:
+        raise ConfigError(f"--time {text!r} is not HH:MM:SS or D-HH:MM:SS")
+    days, hours, minutes, seconds = (int(g) if g else 0 for g in match.groups())
+    if minutes >= 60 or seconds >= 60:
+        raise ConfigError(f"--time {text!r}: minutes and seconds must be below 60")
+    total = ((days * 24 + hours) * 60 + minutes) * 60 + seconds
+    if total <= 0:
+        raise ConfigError(f"--time {text!r} must be longer than zero")
+    return total
+
+
+def _word(option: str, value: str) -> str:
+    """A value that goes into an ``#SBATCH`` line verbatim: no spaces or shell characters."""
+    if not SAFE_WORD.match(value):
+        raise ConfigError(f"{option} {value!r} may only hold letters, digits and _ . + -")
+    return value
+
+
+def _check_preset(name: str, ranks: int) -> None:
+    if name not in PRESETS:
+        raise ConfigError(f"--preset {name!r} is not known; choose one of {', '.join(PRESETS)}")
+    global_batch = PRESETS[name].get("global_batch_size", 0)
+    if global_batch and global_batch % ranks:
+        raise ConfigError(f"--preset {name} fixes the global batch at {global_batch}, which "
+                          f"{ranks} ranks cannot split evenly; choose a node count whose "
+                          f"rank count divides {global_batch}")
+
+
+def _layout(system: System, req: RenderRequest) -> tuple[int, int]:
+    tasks = req.tasks_per_node if req.tasks_per_node is not None else system.tasks_per_node
+    cpus = req.cpus_per_task if req.cpus_per_task is not None else system.cpus_per_task
+    if tasks < 1 or cpus < 1:
+        raise ConfigError("--tasks-per-node and --cpus-per-task must be at least 1")
+    if system.gpus_per_node and tasks > system.gpus_per_node:
+        raise ConfigError(f"{system.name} has {system.gpus_per_node} GPUs per node: at most "
+                          f"one rank per GPU (--tasks-per-node <= {system.gpus_per_node})")
+    return tasks, cpus
+
+
+def _time(system: System, req: RenderRequest) -> str:
+    text = req.time or system.time
+    if system.launcher != "slurm":
+        return text or ""
+    if not text:
+        raise ConfigError(f"--time is required for {system.name}")
+    seconds = parse_time(text)
+    if system.max_time and seconds > parse_time(system.max_time):
+        raise ConfigError(f"--time {text} is longer than {system.name}'s limit "
+                          f"{system.max_time}")
+    if seconds <= req.signal_seconds:
+        raise ConfigError(f"--time {text} leaves no room for the {req.signal_seconds} s "
+                          "stop warning (--signal-seconds): ask for more time")
+    return text.strip()
+
+
+def _train_args(req: RenderRequest, preset: str, run_tag: str) -> list[str]:
+    args = ["--run_tag", run_tag]
+    if preset:
+        args += ["--preset", preset]
+    if req.config:
+        path = Path(req.config).resolve()
+        read_config_file(path)  # refuse a missing or malformed file now, not in the queue
+        args += ["--config", str(path)]
+    return args + list(req.train_args)
+
+
+def render_values(system: System, req: RenderRequest) -> dict[str, str]:
+    """Every placeholder's value for ``req`` on ``system``; ConfigError on bad input."""
+    if not system.renderable:
+        raise ConfigError(f"{system.name} is a description for the scaling model only "
+                          "(no job template)")
+    if req.nodes < 1:
+        raise ConfigError(f"--nodes must be at least 1, got {req.nodes}")
+    if system.max_nodes and req.nodes > system.max_nodes:
+        raise ConfigError(f"--nodes {req.nodes} is more than {system.name} allows "
+                          f"({system.max_nodes})")
+    if req.signal_seconds < 0:
+        raise ConfigError("--signal-seconds must not be negative")
+    tasks, cpus = _layout(system, req)
+    ranks = req.nodes * tasks
+    preset = system.preset if req.preset is None else req.preset
+    if preset:
+        _check_preset(preset, ranks)
+    data = req.data or system.data
+    if not data:
+        raise ConfigError(f"--data is required for {system.name} (no shared DeepCAM data set "
+                          "is known there): the data root with train/, validation/, stats.h5")
+    workdir = Path(req.workdir or Path.cwd()).resolve()
+    if not Path(data).is_absolute():
+        data = str(workdir / data)
+    run_name = f"{system.name}-{req.nodes}n" + (f"-{preset}" if preset else "")
+    job_name = _word("--job-name", req.job_name or f"deepcam-{run_name}")
+    output_dir = req.output_dir or f"runs/{run_name}"
+    modules = system.modules if req.modules is None else tuple(req.modules)
+    hosts = req.hosts or ""
+    if hosts and len(hosts.split(",")) != req.nodes:
+        raise ConfigError(f"--hosts names {len(hosts.split(','))} host(s) but --nodes is "
+                          f"{req.nodes}")
+    if system.launcher in ("mpirun", "horovodrun") and req.nodes > 1 and not hosts:
+        raise ConfigError(f"--hosts h1,h2,... is required for {system.name} on more than "
+                          "one node")
+    srun_mpi = system.srun_mpi if req.srun_mpi is None else req.srun_mpi
+    venv = Path(req.venv).resolve() if req.venv else Path(sys.prefix)
+    optional = {"account": req.account, "partition": req.partition or system.partition,
+                "qos": req.qos or system.qos_for(req.nodes), "constraint": system.constraint}
+    values = {key: _word(f"--{key}", value) if value else "" for key, value in optional.items()}
+    values.update({
+        "system": system.name,
+        "description": system.description,
+        "command_line": command_line(req),
+        "job_name": job_name,
+        "nodes": str(req.nodes),
+        "tasks_per_node": str(tasks),
+        "cpus_per_task": str(cpus),
+        "ntasks": str(ranks),
+        "gpus_per_node": str(system.gpus_per_node),
+        "gpus_total": str(system.gpus_per_node * req.nodes),
+        "time": _time(system, req),
+        "signal_seconds": str(req.signal_seconds),
+        "workdir": str(workdir),
+        "module_lines": "\n".join(f"module load {shlex.quote(m)}" for m in modules),
+        "venv": shlex.quote(str(venv)),
+        "data": shlex.quote(data),
+        "output_dir": shlex.quote(output_dir),
+        "train_args": " ".join(shlex.quote(a) for a in _train_args(req, preset, run_name)),
+        "srun_mpi_option": f"--mpi={_word('--srun-mpi', srun_mpi)}" if srun_mpi else "",
+        "hosts": shlex.quote(hosts) if hosts else "",
+        "info_step": "1" if req.info_step else "0",
+    })
+    return values
+
+
+def command_line(req: RenderRequest) -> str:
+    """The ``deepcam-hvd jobs render`` command that reproduces ``req``."""
+    parts = ["deepcam-hvd", "jobs", "render", req.system, "--nodes", str(req.nodes)]
+    for option, value in (("--preset", req.preset), ("--data", req.data),
+                          ("--time", req.time), ("--account", req.account),
+                          ("--partition", req.partition), ("--qos", req.qos),
+                          ("--tasks-per-node", req.tasks_per_node),
+                          ("--cpus-per-task", req.cpus_per_task), ("--config", req.config),
+                          ("--output-dir", req.output_dir), ("--job-name", req.job_name),
+                          ("--hosts", req.hosts), ("--srun-mpi", req.srun_mpi)):
+        if value is not None:
+            parts += [option, str(value)]
+    for module in req.modules or []:
+        parts += ["--module", module]
+    if req.signal_seconds != DEFAULT_SIGNAL_S:
+        parts += ["--signal-seconds", str(req.signal_seconds)]
+    if not req.info_step:
+        parts.append("--no-info")
+    if req.train_args:
+        parts += ["--", *req.train_args]
+    return " ".join(shlex.quote(p) for p in parts)
+
+
+def fill(template: str, values: dict[str, str]) -> str:
+    """Substitute placeholders; drop lines whose optional placeholder is empty."""
+    out: list[str] = []
+    for line in template.splitlines():
+        names = PLACEHOLDER.findall(line)
+        if any(optional and not values.get(name) for name, optional in names):
+            continue
+        missing = [name for name, _ in names if name not in values]
+        if missing:
+            raise ConfigError(f"job template uses unknown placeholder(s) {', '.join(missing)}")
+        if len(names) == 1 and PLACEHOLDER.fullmatch(line.strip()) and not values[names[0][0]]:
+            continue  # a block placeholder (module lines) with nothing in it
+        out.append(PLACEHOLDER.sub(lambda m: values[m.group(1)], line))
+    return "\n".join(out) + "\n"
+
+
+def render(system: System, req: RenderRequest, templates: Path | None = None) -> str:
+    """The job script for ``req`` on ``system``."""
+    values = render_values(system, req)
+    path = (templates or jobs_dir() / "templates") / system.template
+    try:
+        template = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"job template {path}: {exc.strerror}") from None
+    return fill(template, values)

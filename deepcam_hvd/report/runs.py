@@ -1,0 +1,145 @@
+"""Read finished runs: ``summary.json`` plus the MLPerf log(s) of a run directory."""
+
+from __future__ import annotations
+
+import json
+import re
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from deepcam_hvd.errors import DataError
+
+MLLOG = re.compile(r":::MLLOG (\{.*\})\s*$")
+TARGET_IOU = 0.82
+
+
+@dataclass
+class RunRecord:
+    """One run as the report shows it."""
+
+    name: str
+    path: Path
+    ranks: int
+    nodes: int
+    local_batch_size: int
+    gradient_accumulation_frequency: int
+    global_batch_size: int
+    threads_per_rank: int | None
+    epochs_run: int
+    epoch_times_s: list[float]
+    time_to_16_epochs_s: float | None
+    time_to_16_epochs_estimated: bool
+    target_iou: float
+    converged: bool
+    epochs_to_target: int | None
+    time_to_target_s: float | None
+    samples_per_s: float | None
+    data_wait_fraction: float | None
+    status: str
+    iou_curve: list[tuple[float, float]] = field(default_factory=list)  # (wall s, IoU)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def mean_epoch_s(self) -> float | None:
+        """Mean training time of an epoch (evaluation excluded)."""
+        return statistics.fmean(self.epoch_times_s) if self.epoch_times_s else None
+
+
+def parse_mllog(path: Path) -> list[dict[str, Any]]:
+    """The records of one MLPerf log (lines that are not ``:::MLLOG`` are ignored)."""
+    records = []
+    for line in path.read_text(errors="replace").splitlines():
+        match = MLLOG.search(line)
+        if match:
+            try:
+                records.append(json.loads(match.group(1)))
+            except json.JSONDecodeError:
+                continue
+    return records
+
+
+def _log_files(run_dir: Path) -> list[Path]:
+    """``mlperf.N.log`` (earlier attempts, before a resume) in order, then ``mlperf.log``."""
+    numbered = sorted(run_dir.glob("mlperf.*.log"),
+                      key=lambda p: int(p.stem.split(".")[1]) if p.stem.split(".")[1].isdigit()
+                      else 0)
+    current = run_dir / "mlperf.log"
+    return numbered + ([current] if current.exists() else [])
+
+
+def iou_curve(run_dir: Path) -> list[tuple[float, float]]:
+    """(seconds since run_start, eval IoU) over every attempt of the run, in order.
+
+    Attempts joined by a resume are laid end to end: each attempt's times start where the
+    previous attempt's last record ended.
+    """
+    curve: list[tuple[float, float]] = []
+    offset = 0.0
+    for log in _log_files(run_dir):
+        records = parse_mllog(log)
+        start = next((r["time_ms"] for r in records if r.get("key") == "run_start"), None)
+        if start is None:
+            continue
+        last = start
+        for r in records:
+            last = max(last, r.get("time_ms", last))
+            if r.get("key") == "eval_accuracy" and r.get("value") is not None:
+                curve.append((offset + (r["time_ms"] - start) / 1000.0, float(r["value"])))
+        offset += (last - start) / 1000.0
+    return curve
+
+
+def _robust_rate(rates: list[float]) -> float | None:
+    """Training samples/s of a run: the median epoch, skipping the first when there are more."""
+    if not rates:
+        return None
+    return statistics.median(rates[1:] if len(rates) > 2 else rates)
+
+
+def read_run(run_dir: str | Path) -> RunRecord:
+    """Read a finished (or stopped) run directory; DataError if it has no summary.json."""
+    path = Path(run_dir)
+    summary_file = path / "summary.json"
+    try:
+        s = json.loads(summary_file.read_text())
+    except OSError as exc:
+        raise DataError(f"{path}: no readable summary.json ({exc.strerror}); is it a run "
+                        "directory of 'deepcam-hvd train'?") from None
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{summary_file}: not JSON ({exc})") from None
+    meta: dict[str, Any] = {}
+    meta_file = path / "study_meta.json"
+    if meta_file.exists():
+        meta = json.loads(meta_file.read_text())
+    curve = iou_curve(path)
+    if not curve and s.get("eval_iou"):  # no log: training time only
+        elapsed, curve = 0.0, []
+        for seconds, iou in zip(s.get("epoch_times_s", []), s["eval_iou"], strict=False):
+            elapsed += seconds
+            curve.append((elapsed, iou))
+    waits = s.get("data_wait_fraction") or []
+    return RunRecord(
+        name=meta.get("name") or path.name,
+        path=path,
+        ranks=int(s["ranks"]),
+        nodes=int(s.get("nodes", 1)),
+        local_batch_size=int(s["local_batch_size"]),
+        gradient_accumulation_frequency=int(s.get("gradient_accumulation_frequency", 1)),
+        global_batch_size=int(s.get("global_batch_size", 0)),
+        threads_per_rank=meta.get("threads_per_rank"),
+        epochs_run=int(s.get("epochs_run", len(s.get("epoch_times_s", [])))),
+        epoch_times_s=[float(x) for x in s.get("epoch_times_s", [])],
+        time_to_16_epochs_s=s.get("time_to_16_epochs_s"),
+        time_to_16_epochs_estimated=bool(s.get("time_to_16_epochs_estimated", False)),
+        target_iou=float(s.get("target_iou", TARGET_IOU)),
+        converged=bool(s.get("converged", False)),
+        epochs_to_target=s.get("epochs_to_target"),
+        time_to_target_s=s.get("time_to_target_s"),
+        samples_per_s=_robust_rate([float(x) for x in s.get("train_samples_per_s", [])]),
+        data_wait_fraction=statistics.fmean(waits) if waits else None,
+        status=str(s.get("status", "")),
+        iou_curve=curve,
+        extra=meta,
+    )

@@ -1,0 +1,30 @@
+#!/bin/bash
+# DeepCAM with Horovod on machines without Slurm or MPI: {{description}}.
+# horovodrun starts {{ntasks}} ranks ({{tasks_per_node}} per host, over ssh beyond this one) and
+# wires them up with Gloo. Rendered by:
+#   {{command_line}}
+cd {{workdir}} || exit 1
+{{module_lines}}
+source {{venv}}/bin/activate
+
+NP={{ntasks}}
+PPN={{tasks_per_node}}
+HOSTS={{hosts?}}
+export OMP_NUM_THREADS={{cpus_per_task}}
+if [ -n "${HOSTS:-}" ]; then
+    HOSTLIST=$(echo "$HOSTS" | sed "s/\(,\|$\)/:$PPN\1/g")
+else
+    HOSTLIST="localhost:$PPN"
+fi
+HVDRUN=(horovodrun -np "$NP" -H "$HOSTLIST" --gloo)
+
+RUN_INFO={{info_step}}   # 1: first show how every rank is wired (deepcam-hvd info)
+DATA_DIR={{data}}
+OUTPUT_DIR={{output_dir}}
+mkdir -p "$OUTPUT_DIR"
+echo "deepcam: $NP ranks on $HOSTLIST; outputs in $OUTPUT_DIR"
+if [ "$RUN_INFO" = 1 ]; then
+    "${HVDRUN[@]}" deepcam-hvd info --output "$OUTPUT_DIR/info.json" || exit $?
+fi
+"${HVDRUN[@]}" deepcam-hvd train --data_dir "$DATA_DIR" --output_dir "$OUTPUT_DIR" \
+    --resume auto {{train_args}}

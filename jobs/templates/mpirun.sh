@@ -1,0 +1,35 @@
+#!/bin/bash
+# DeepCAM with Horovod on machines without Slurm: {{description}}.
+# {{nodes}} node(s) x {{tasks_per_node}} ranks x {{cpus_per_task}} cores; works with MPICH
+# (Hydra) and Open MPI mpirun. Rendered by:
+#   {{command_line}}
+cd {{workdir}} || exit 1
+{{module_lines}}
+source {{venv}}/bin/activate
+
+NP={{ntasks}}
+PPN={{tasks_per_node}}
+CORES={{cpus_per_task}}
+HOSTS={{hosts?}}
+export OMP_NUM_THREADS=$CORES
+
+if mpirun --version 2>&1 | grep -q "Open MPI"; then
+    MPIRUN=(mpirun -np "$NP" --map-by "ppr:$PPN:node:pe=$CORES" --bind-to core -x OMP_NUM_THREADS)
+    [ -n "${HOSTS:-}" ] && MPIRUN+=(--host "$(echo "$HOSTS" | sed "s/\(,\|$\)/:$PPN\1/g")")
+else  # MPICH Hydra
+    MPIRUN=(mpirun -np "$NP" -ppn "$PPN" -bind-to "core:$CORES")
+    [ -n "${HOSTS:-}" ] && MPIRUN+=(-hosts "$HOSTS")
+fi
+
+RUN_INFO={{info_step}}   # 1: first show how every rank is wired (deepcam-hvd info)
+DATA_DIR={{data}}
+OUTPUT_DIR={{output_dir}}
+mkdir -p "$OUTPUT_DIR"
+echo "deepcam: $NP ranks over {{nodes}} node(s); outputs in $OUTPUT_DIR"
+if [ "$RUN_INFO" = 1 ]; then
+    "${MPIRUN[@]}" deepcam-hvd info || exit $?   # one line per rank: layout, threads, binding
+fi
+# SIGTERM/SIGUSR1 to mpirun: every rank finishes its step, checkpoints and stops; run this
+# script again to continue (--resume auto).
+"${MPIRUN[@]}" deepcam-hvd train --data_dir "$DATA_DIR" --output_dir "$OUTPUT_DIR" \
+    --resume auto {{train_args}}

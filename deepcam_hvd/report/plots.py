@@ -24,6 +24,21 @@ def _label(r: RunRecord) -> str:
     return f"{r.name} ({r.ranks}r{threads}, gb {r.global_batch_size})"
 
 
+def _finish(plt: Any, fig: Any, ax: Any, labels: tuple[str, str, str], legend: bool,
+            path: Path) -> None:
+    """Label the axes and title, add grid and legend, save ``path`` and close the figure."""
+    xlabel, ylabel, title = labels
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    if legend:
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
 def plot_iou(runs: list[RunRecord], path: Path) -> Path:
     """Validation IoU against wall time since run_start, one line per run, target dashed."""
     plt = _pyplot()
@@ -35,15 +50,8 @@ def plot_iou(runs: list[RunRecord], path: Path) -> Path:
     targets = sorted({r.target_iou for r in runs})
     for t in targets:
         ax.axhline(t, color="grey", linestyle="--", linewidth=1)
-    ax.set_xlabel("wall time since run_start (s)")
-    ax.set_ylabel("validation IoU")
-    ax.set_title("Validation IoU against time")
-    ax.grid(alpha=0.3)
-    if any(r.iou_curve for r in runs):
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _finish(plt, fig, ax, ("wall time since run_start (s)", "validation IoU",
+                           "Validation IoU against time"), any(r.iou_curve for r in runs), path)
     return path
 
 
@@ -60,15 +68,8 @@ def plot_scaling(runs: list[RunRecord], throughput_path: Path, efficiency_path: 
                 color="grey", linestyle="--", label="ideal (linear)")
         for r in rated:
             ax.scatter([r.ranks], [r.samples_per_s], label=_label(r))
-    ax.set_xlabel("ranks")
-    ax.set_ylabel("training samples/s (all ranks)")
-    ax.set_title("Throughput against ranks")
-    ax.grid(alpha=0.3)
-    if rated:
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(throughput_path, dpi=100)
-    plt.close(fig)
+    _finish(plt, fig, ax, ("ranks", "training samples/s (all ranks)",
+                           "Throughput against ranks"), bool(rated), throughput_path)
 
     fig, ax = plt.subplots(figsize=(6, 4.5))
     for r in rated:
@@ -76,12 +77,5 @@ def plot_scaling(runs: list[RunRecord], throughput_path: Path, efficiency_path: 
             ax.scatter([r.ranks], [eff[r.name]], label=_label(r))
     ax.axhline(1.0, color="grey", linestyle="--", linewidth=1)
     ax.set_ylim(0, 1.2)
-    ax.set_xlabel("ranks")
-    ax.set_ylabel("parallel efficiency")
-    ax.set_title("Efficiency against ranks")
-    ax.grid(alpha=0.3)
-    if rated:
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(efficiency_path, dpi=100)
-    plt.close(fig)
+    _finish(plt, fig, ax, ("ranks", "parallel efficiency", "Efficiency against ranks"),
+            bool(rated), efficiency_path)

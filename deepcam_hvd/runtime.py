@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from deepcam_hvd.allocator import active_allocator
 from deepcam_hvd.device import choose_device
 from deepcam_hvd.distributed.base import Backend
 from deepcam_hvd.distributed.select import create_backend, resolve_backend_name
@@ -56,6 +57,7 @@ class Runtime:
             "thread_source": self.threads.source,
             "bound_cores": self.threads.bound_cores,
             "node_cores": self.threads.node_cores,
+            "allocator": active_allocator(),
             "torch": torch.__version__,
             "python": platform.python_version(),
             "horovod_build": horovod_build(),

@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from deepcam_hvd.allocator import active_allocator
 from deepcam_hvd.bench.step import StepSettings, StepTimes
 
 
@@ -58,6 +59,7 @@ def combine(ranks: list[dict[str, Any]], settings: StepSettings, flop: float, ba
         "loss_after_one_step": root["losses"][1] if len(root["losses"]) > 1 else None,
         "per_rank": ranks,
         "torch": torch.__version__,
+        "allocator": active_allocator(),
         "load_average": list(os.getloadavg()),
     }
 
@@ -68,7 +70,8 @@ def format_text(doc: dict[str, Any]) -> str:
         f"{doc['model']} {doc['height']}x{doc['width']} batch {doc['batch']} {doc['precision']}"
         f"{' channels-last' if doc['channels_last'] else ''}"
         f"{' compiled' if doc['compile'] else ''}: {doc['ranks']} rank(s) x "
-        f"{doc['threads_per_rank']} thread(s), backend {doc['backend']}",
+        f"{doc['threads_per_rank']} thread(s), backend {doc['backend']}, "
+        f"allocator {doc['allocator']}",
         f"median step {doc['median_step_s']:.3f} s over {doc['steps']} steps "
         f"(warm-up {doc['warmup']}); {doc['samples_per_s']:.4g} samples/s; "
         f"{doc['gflop_per_s']:.1f} GFLOP/s ({doc['step_tflop']:.3f} TFLOP/step per rank)",

@@ -21,7 +21,8 @@ def format_table(ranks: list[dict[str, Any]]) -> str:
     lines = [
         f"launcher {ranks[0]['launcher']}, backend {ranks[0]['backend']}"
         + (f" ({ranks[0]['controller']})" if ranks[0].get("controller") else "")
-        + f", {len(ranks)} rank(s); torch {ranks[0]['torch']}; horovod {built}",
+        + f", {len(ranks)} rank(s); torch {ranks[0]['torch']}; horovod {built}; "
+        f"allocator {ranks[0]['allocator']}",
         f"{'rank':>4} {'local':>7} {'host':<16} {'device':<8} {'threads':>7}  cores  (source)",
     ]
     for r in ranks:

@@ -41,6 +41,7 @@ class RunSummary:
     skipped_files: int = 0  # unreadable training samples replaced (--skip_bad_files)
     status: str = "running"
     stopped_by: str = ""
+    allocator: str = ""  # the malloc rank 0 ran on (deepcam_hvd.allocator)
 
     def finish(self) -> None:
         """Fill the derived figures from the per-epoch lists."""

@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from deepcam_hvd.allocator import active_allocator
 from deepcam_hvd.config import TrainConfig
 from deepcam_hvd.data.loader import Loaders, LoaderSettings, build_loaders
 from deepcam_hvd.distributed.base import Backend
@@ -92,6 +93,7 @@ class Trainer:
             gradient_accumulation_frequency=cfg.gradient_accumulation_frequency,
             global_batch_size=self.global_batch_size,
             target_iou=cfg.target_iou,
+            allocator=active_allocator(),
         )
 
     @property

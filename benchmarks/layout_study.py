@@ -7,7 +7,10 @@ each layout one after the other and collects their JSON:
 * ``2x1-horovod``: ``mpirun -np 2``, 1 thread per rank, Horovod (MPI controller): gradient
   allreduces start from backward hooks and overlap with the rest of backward;
 * ``2x1-torch``: ``mpirun -np 2``, 1 thread per rank, torch.distributed gloo: gradients are
-  averaged after backward (no overlap), as the reference does.
+  averaged after backward (no overlap), as the reference does;
+* ``2x1-solo``: two independent single-thread processes, one per core, that never communicate:
+  the compute-only time of the 2x1 layout, so that the whole cost of communication (exposed
+  wait plus CPU taken from compute by the communication threads) is the difference.
 
 With 2 ranks each rank trains its own sample, so the job's samples/s is 2 / step time. The
 Horovod cost is reported as ``comm_wait_fraction``: the part of a step spent waiting in
@@ -39,7 +42,29 @@ LAYOUTS: dict[str, tuple[list[str], list[str], int]] = {
     "1x2-local": ([], ["--backend", "local"], 2),
     "2x1-horovod": (["mpirun", "-np", "2"], ["--backend", "horovod"], 1),
     "2x1-torch": (["mpirun", "-np", "2"], ["--backend", "torch"], 1),
+    "2x1-solo": ([], ["--backend", "local"], 1),
 }
+SOLO_COPIES = 2
+
+
+def run_solo(command: list[str], env: dict[str, str], outs: list[Path],
+             timeout: float) -> dict[str, Any]:
+    """Run ``SOLO_COPIES`` copies of a single-process bench at once, copy i on core i; the
+    job's figures are the slowest copy's step and every copy's samples."""
+    procs = [subprocess.Popen([*command[:-1], str(out)], cwd=ROOT, env=env, text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              preexec_fn=lambda i=i: os.sched_setaffinity(0, {i}))
+             for i, out in enumerate(outs)]
+    for p in procs:
+        _, err = p.communicate(timeout=timeout)
+        if p.returncode != 0:
+            raise SystemExit(f"2x1-solo failed ({p.returncode}):\n{err}")
+    docs = [json.loads(out.read_text()) for out in outs]
+    slowest = max(docs, key=lambda d: d["median_step_s"])
+    slowest["per_rank"] = [r for d in docs for r in d["per_rank"]]
+    slowest["ranks"] = len(docs)
+    slowest["samples_per_s"] = len(docs) * slowest["batch"] / slowest["median_step_s"]
+    return slowest
 
 
 def run_layout(name: str, bench_args: list[str], timeout: float) -> dict[str, Any]:
@@ -52,12 +77,19 @@ def run_layout(name: str, bench_args: list[str], timeout: float) -> dict[str, An
         env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"}
         if "torch" in name:  # rendezvous for torch.distributed under mpirun
             env.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29517"})
-        proc = subprocess.run(command, cwd=ROOT, env=env, text=True, capture_output=True,
-                              timeout=timeout, check=False)
-        if proc.returncode != 0 or not out.is_file():
-            raise SystemExit(f"{name} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
-        doc = json.loads(out.read_text())
+        if name.endswith("solo"):
+            doc = run_solo(command, env, [Path(tmp) / f"solo{i}.json"
+                                          for i in range(SOLO_COPIES)], timeout)
+        else:
+            proc = subprocess.run(command, cwd=ROOT, env=env, text=True, capture_output=True,
+                                  timeout=timeout, check=False)
+            if proc.returncode != 0 or not out.is_file():
+                raise SystemExit(f"{name} failed ({proc.returncode}):\n{proc.stdout}\n"
+                                 f"{proc.stderr}")
+            doc = json.loads(out.read_text())
     doc["layout"] = name
+    doc["horovod_cycle_time_ms"] = os.environ.get(
+        "HOROVOD_CYCLE_TIME", "unset: deepcam-hvd's CPU default, 50")
     doc["command"] = " ".join(["OMP_NUM_THREADS=" + str(threads), *command[:-2]])
     return doc
 

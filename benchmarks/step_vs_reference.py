@@ -1,27 +1,29 @@
-"""Our training step against the MLCommons reference's, side by side in one process.
+"""Our training step against the MLCommons reference's, side by side in one run.
 
 Times full training steps (forward, weighted cross-entropy, backward, AdamW step, zero_grad) of
 
 * ``ref``: the reference implementation (``architecture/deeplab_xception.py`` and
-  ``utils/losses.py`` imported from ``--reference-src``; nothing of it is in this repository);
-* ours, through ``deepcam_hvd.bench.TrainStep`` (the trainer's modules), in cumulative
-  variants so each optimisation's gain is measured on its own:
-  ``base`` (unoptimised: NCHW, out-of-place ReLUs, i.e. ``REFERENCE_EXECUTION``),
-  ``cl`` (+ channels-last encoder/ASPP), ``cl_split`` (+ NHWC-forward / NCHW-backward decoder
-  convolutions), ``all`` (+ in-place ReLUs and residual sums; all off by default),
-  ``all_fused`` (+ ``torch.optim.AdamW(fused=True)``, which the trainer does not use yet),
-  ``base_fused`` (the unoptimised model with the fused AdamW alone).
+  ``utils/losses.py`` imported from ``--reference-src``; nothing of it is in this repository)
+  run as its users run it, on the system malloc; ``ref_jemalloc``: the same on jemalloc, to show
+  how much of the gain is the allocator alone;
+* ``ours``: our training path as ``deepcam-hvd train`` runs it by default (the allocator chosen
+  by :mod:`deepcam_hvd.allocator`, the default execution options), through
+  ``deepcam_hvd.bench.TrainStep`` (the trainer's modules); ``ours_system``: the same on the
+  system malloc (bit-identical arithmetic to ``ref``);
+* experimental execution options on top of ``ours``, each measured on its own: ``cl``
+  (channels-last encoder/ASPP), ``cl_split`` (+ NHWC-forward / NCHW-backward decoder
+  convolutions), ``all`` (+ in-place ReLUs and sums), ``fused`` (``torch.optim.AdamW(fused=True)``).
 
-Variants run in rounds (one step of each per round, order rotated every round), so a change in
-machine load hits every variant alike; wall seconds and the process's CPU seconds are both
-recorded (on a shared machine CPU seconds are the steadier measure of work). Every variant
-starts from the same seed, hence the same weights as the reference (the reference initialises
-identically), and trains on the same synthetic batch, so the losses of the first step and after
-one update are compared too.
+Each variant runs in its own fresh process (the allocator is fixed when a process starts), with
+``--warmup`` untimed then ``--steps`` timed steps, once per round; the order of the variants
+rotates every round so a drift in machine speed hits all of them alike. Wall seconds and the
+process's CPU seconds are recorded. Every variant starts from the same seed, hence the same
+weights as the reference, and trains on the same synthetic batch, so the losses of the first
+step and after one update are compared too.
 
     .venv/bin/python benchmarks/step_vs_reference.py \
-        --reference-src /tmp/mlc_ref/deepcam/src/deepCam [--rounds 3] [--warmup 1] \
-        [--height 768 --width 1152] [--threads 2] [--variants ref,base,all]
+        --reference-src /tmp/mlc_ref/deepcam/src/deepCam [--rounds 2] [--steps 2] [--warmup 1] \
+        [--height 768 --width 1152] [--threads 2] [--variants ref,ref_jemalloc,ours]
 
 Writes ``benchmarks/results/step_vs_reference.json`` (or ``--output``) and prints a table.
 """
@@ -34,40 +36,50 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from deepcam_hvd.bench.flops import train_step_flops
-from deepcam_hvd.bench.step import StepSettings, TrainStep, synthetic_batch
-from deepcam_hvd.distributed.local import LocalBackend
-from deepcam_hvd.model.execution import (
-    OPTIMISED_EXECUTION,
-    REFERENCE_EXECUTION,
-    Execution,
-    execution,
-)
-from deepcam_hvd.train.loss import CLASS_FREQUENCIES
+from deepcam_hvd.allocator import plan_allocator, preload_environment
 
 RESULTS = Path(__file__).resolve().parent / "results" / "step_vs_reference.json"
-VARIANTS: dict[str, Execution | None] = {
-    "ref": None,
-    "base": REFERENCE_EXECUTION,
-    "cl": Execution(channels_last=True, split_backward=False, inplace=False),
-    "cl_split": Execution(channels_last=True, split_backward=True, inplace=False),
-    "all": OPTIMISED_EXECUTION,
-    "all_fused": OPTIMISED_EXECUTION,
-    "base_fused": REFERENCE_EXECUTION,
-}
 StepFn = Callable[[], tuple[float, float]]
 
 
-def reference_step(src: Path, settings: StepSettings) -> StepFn:
+@dataclass(frozen=True)
+class Variant:
+    """What one variant runs: the reference or ours, on which allocator, with which options."""
+
+    code: str  # "ref" or "ours"
+    allocator: str  # a DEEPCAM_ALLOCATOR value: "system", "jemalloc" or "auto" (our default)
+    options: dict[str, bool] | None = None  # execution options changed from the default
+    fused: bool = False
+
+
+VARIANTS: dict[str, Variant] = {
+    "ref": Variant("ref", "system"),
+    "ref_jemalloc": Variant("ref", "jemalloc"),
+    "ours": Variant("ours", "auto"),
+    "ours_system": Variant("ours", "system"),
+    "cl": Variant("ours", "auto", {"channels_last": True}),
+    "cl_split": Variant("ours", "auto", {"channels_last": True, "split_backward": True}),
+    "all": Variant("ours", "auto", {"channels_last": True, "split_backward": True,
+                                    "inplace": True}),
+    "fused": Variant("ours", "auto", fused=True),
+}
+
+
+def reference_step(src: Path, settings: Any) -> StepFn:
     """A step of the reference network, loss and AdamW (settings as the issue's measurement)."""
+    import torch
+
+    from deepcam_hvd.bench.step import synthetic_batch
+    from deepcam_hvd.train.loss import CLASS_FREQUENCIES
+
     if not (src / "architecture" / "deeplab_xception.py").is_file():
         raise SystemExit(f"--reference-src {src} has no architecture/deeplab_xception.py")
     sys.path.insert(0, str(src))
@@ -98,19 +110,101 @@ def reference_step(src: Path, settings: StepSettings) -> StepFn:
     return run
 
 
-def our_step(settings: StepSettings, options: Execution, fused: bool) -> StepFn:
-    """A step of our training path under the given execution options."""
+def our_step(settings: Any, variant: Variant) -> StepFn:
+    """A step of our training path with the variant's execution options."""
+    import torch
+
+    from deepcam_hvd.bench.step import TrainStep
+    from deepcam_hvd.distributed.local import LocalBackend
+    from deepcam_hvd.model.execution import execution
+
     step = TrainStep(settings, LocalBackend(), torch.device("cpu"))
-    if fused:
+    if variant.fused:
         step.optimizer = torch.optim.AdamW(step.model.parameters(), lr=1e-3, betas=(0.9, 0.999),
                                            eps=1e-6, weight_decay=1e-6, fused=True)
 
     def run() -> tuple[float, float]:
-        with execution(options):
+        with execution(**(variant.options or {})):
             phases, loss = step.run()
         return sum(phases.values()), loss
 
     return run
+
+
+def worker(args: argparse.Namespace) -> None:
+    """In a fresh process: build one variant, run its steps, print one JSON line."""
+    import torch
+
+    from deepcam_hvd.allocator import active_allocator
+    from deepcam_hvd.bench.step import StepSettings
+
+    torch.set_num_threads(args.threads)
+    settings = StepSettings(height=args.height, width=args.width)
+    variant = VARIANTS[args.worker]
+    run = (reference_step(args.reference_src, settings) if variant.code == "ref"
+           else our_step(settings, variant))
+    losses, times, cpu = [], [], []
+    for _ in range(args.warmup):
+        losses.append(run()[1])
+    for _ in range(args.steps):
+        start_cpu = time.process_time()
+        seconds, loss = run()
+        cpu.append(time.process_time() - start_cpu)
+        times.append(seconds)
+        losses.append(loss)
+    print(json.dumps({"step_s": times, "cpu_s": cpu, "losses": losses,
+                      "allocator": active_allocator(), "load": os.getloadavg()[0]}))
+
+
+def variant_environment(variant: Variant) -> dict[str, str]:
+    """The environment a variant's process starts with (its allocator preloaded or not)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "MALLOC_CONF")}
+    env["DEEPCAM_ALLOCATOR"] = variant.allocator
+    plan = plan_allocator(env)
+    if plan.library is None:
+        env.update(plan.env)
+        return env
+    return preload_environment(plan, env) or env
+
+
+def run_variant(name: str, args: argparse.Namespace) -> dict[str, Any]:
+    """Run one variant's process and return what it printed."""
+    command = [sys.executable, __file__, "--worker", name, "--steps", str(args.steps),
+               "--warmup", str(args.warmup), "--threads", str(args.threads),
+               "--height", str(args.height), "--width", str(args.width)]
+    if args.reference_src is not None:
+        command += ["--reference-src", str(args.reference_src)]
+    proc = subprocess.run(command, env=variant_environment(VARIANTS[name]), text=True,
+                          capture_output=True, timeout=args.timeout)
+    if proc.returncode != 0:
+        raise SystemExit(f"variant {name} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def summarise(names: list[str], runs: dict[str, list[dict[str, Any]]],
+              flop: float) -> dict[str, Any]:
+    """Medians over every timed step of each variant, and the ratios to ref and ours."""
+    rows: dict[str, Any] = {}
+    for name in names:
+        times = [t for r in runs[name] for t in r["step_s"]]
+        cpu = [t for r in runs[name] for t in r["cpu_s"]]
+        median = statistics.median(times)
+        rows[name] = {
+            "step_s": times, "median_step_s": median, "samples_per_s": 1 / median,
+            "cpu_s": cpu, "median_cpu_s": statistics.median(cpu),
+            "gflop_per_s": flop / median / 1e9, "losses": runs[name][0]["losses"],
+            "allocator": runs[name][0]["allocator"],
+            "load_per_process": [r["load"] for r in runs[name]],
+        }
+    for base in ("ref", "ours_system"):
+        if base in rows:
+            for name in names:
+                rows[name][f"speedup_vs_{base}"] = (rows[base]["median_step_s"]
+                                                    / rows[name]["median_step_s"])
+                rows[name][f"loss_rel_diff_vs_{base}"] = [
+                    abs(a - b) / abs(b) for a, b in
+                    zip(rows[name]["losses"], rows[base]["losses"], strict=False)]
+    return rows
 
 
 def main() -> None:
@@ -122,88 +216,60 @@ def main() -> None:
     parser.add_argument("--height", type=int, default=768)
     parser.add_argument("--width", type=int, default=1152)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--rounds", type=int, default=3, help="timed steps per variant")
+    parser.add_argument("--rounds", type=int, default=2, help="processes per variant")
+    parser.add_argument("--steps", type=int, default=2, help="timed steps per process")
     parser.add_argument("--warmup", type=int, default=1)
-    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--variants", default="ref,ref_jemalloc,ours")
+    parser.add_argument("--timeout", type=float, default=1800, help="seconds per process")
     parser.add_argument("--output", type=Path, default=RESULTS)
+    parser.add_argument("--worker", choices=sorted(VARIANTS), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.worker:
+        worker(args)
+        return
     names = [v for v in args.variants.split(",") if v]
     unknown = set(names) - set(VARIANTS)
     if unknown:
         raise SystemExit(f"unknown variants {sorted(unknown)}; known: {', '.join(VARIANTS)}")
-    if "ref" in names and args.reference_src is None:
+    if any(VARIANTS[n].code == "ref" for n in names) and args.reference_src is None:
         raise SystemExit("--reference-src (or DEEPCAM_REFERENCE_SRC) is needed for 'ref'")
-    torch.set_num_threads(args.threads)
-    settings = StepSettings(height=args.height, width=args.width)
+    if args.warmup < 1:
+        raise SystemExit("--warmup must be at least 1 (the losses after one update are compared)")
 
-    steps: dict[str, StepFn] = {}
-    for name in names:
-        options = VARIANTS[name]
-        steps[name] = (reference_step(args.reference_src, settings) if options is None
-                       else our_step(settings, options, fused=name.endswith("_fused")))
-    times: dict[str, list[float]] = {n: [] for n in names}
-    cpu_times: dict[str, list[float]] = {n: [] for n in names}  # process CPU seconds
-    losses: dict[str, list[float]] = {n: [] for n in names}
-    loads: list[list[float]] = []
-    for name in names:  # warm-up: allocations, oneDNN primitive creation
-        for _ in range(args.warmup):
-            seconds, loss = steps[name]()
-            losses[name].append(loss)
-            print(f"warm-up: {name:10s} {seconds:7.2f} s  loss {loss:.6f}", flush=True)
+    from deepcam_hvd.bench.flops import train_step_flops
+
+    runs: dict[str, list[dict[str, Any]]] = {n: [] for n in names}
     for r in range(args.rounds):
         order = names[r % len(names):] + names[:r % len(names)]
         for name in order:
-            cpu = time.process_time()
-            seconds, loss = steps[name]()
-            cpu_times[name].append(time.process_time() - cpu)
-            times[name].append(seconds)
-            losses[name].append(loss)
-            print(f"round {r}: {name:10s} {seconds:7.2f} s (cpu {cpu_times[name][-1]:.1f} s)"
-                  f"  loss {loss:.6f}  load {os.getloadavg()[0]:.1f}", flush=True)
-        loads.append(list(os.getloadavg()))
+            result = run_variant(name, args)
+            runs[name].append(result)
+            steps = ", ".join(f"{t:.2f}" for t in result["step_s"])
+            print(f"round {r}: {name:13s} {steps} s ({result['allocator']}, "
+                  f"load {result['load']:.1f})", flush=True)
+    flop = train_step_flops("deeplab-xception", 16, 3, 1, args.height, args.width)
+    rows = summarise(names, runs, flop)
+    import torch
 
-    flop = train_step_flops(settings.model, settings.in_channels, 3, 1, args.height, args.width)
-    base = "base" if "base" in names else names[0]
-    rows: dict[str, Any] = {}
-    for name in names:
-        median = statistics.median(times[name])
-        rows[name] = {
-            "step_s": times[name], "median_step_s": median, "samples_per_s": 1 / median,
-            "cpu_s": cpu_times[name], "median_cpu_s": statistics.median(cpu_times[name]),
-            "gflop_per_s": flop / median / 1e9, "losses": losses[name],
-            "loss_rel_diff_vs_" + base: [abs(a - b) / abs(b) for a, b in
-                                         zip(losses[name], losses[base], strict=False)],
-        }
     doc: dict[str, Any] = {
         "height": args.height, "width": args.width, "batch": 1, "threads": args.threads,
-        "precision": "fp32", "optimizer": "AdamW", "rounds": args.rounds, "warmup": args.warmup,
-        "step_tflop": flop / 1e12, "variants": rows, "load_average_per_round": loads,
+        "precision": "fp32", "optimizer": "AdamW", "rounds": args.rounds, "steps": args.steps,
+        "warmup": args.warmup, "step_tflop": flop / 1e12, "variants": rows,
         "torch": torch.__version__, "machine": platform.processor() or platform.machine(),
         "cpus": os.cpu_count(),
     }
-    if "ref" in rows:
-        for name in names:
-            rows[name]["cpu_speedup_vs_ref"] = (rows["ref"]["median_cpu_s"]
-                                                / rows[name]["median_cpu_s"])
-            rows[name]["speedup_vs_ref"] = (rows["ref"]["median_step_s"]
-                                            / rows[name]["median_step_s"])
-    if "base" in rows:
-        for name in names:
-            rows[name]["speedup_vs_base"] = (rows["base"]["median_step_s"]
-                                             / rows[name]["median_step_s"])
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(doc, indent=2) + "\n")
     print(f"\n{args.height}x{args.width}, batch 1, fp32, {args.threads} threads, "
-          f"{args.rounds} rounds; load averages {loads}")
-    print("| variant | median s/step | samples/s | GFLOP/s | vs ref | vs base | loss 1st | "
-          "loss after 1 step |")
+          f"{args.rounds} process(es) x {args.steps} step(s) per variant")
+    print("| variant | allocator | median s/step | samples/s | GFLOP/s | vs ref | loss 1st | "
+          "loss after 1 update |")
     print("|---|---|---|---|---|---|---|---|")
     for name, row in rows.items():
-        after = row["losses"][1] if len(row["losses"]) > 1 else float("nan")
-        print(f"| {name} | {row['median_step_s']:.2f} | {row['samples_per_s']:.4f} | "
-              f"{row['gflop_per_s']:.1f} | {row.get('speedup_vs_ref', float('nan')):.2f}x | "
-              f"{row.get('speedup_vs_base', float('nan')):.2f}x | {row['losses'][0]:.6f} | "
-              f"{after:.6f} |")
+        print(f"| {name} | {row['allocator']} | {row['median_step_s']:.2f} | "
+              f"{row['samples_per_s']:.4f} | {row['gflop_per_s']:.1f} | "
+              f"{row.get('speedup_vs_ref', float('nan')):.2f}x | {row['losses'][0]:.6f} | "
+              f"{row['losses'][1]:.6f} |")
 
 
 if __name__ == "__main__":

@@ -4,9 +4,9 @@
 registry, :class:`~deepcam_hvd.train.loss.WeightedCrossEntropy`, the optimizer from
 :func:`~deepcam_hvd.train.optim.build_optimizer` wrapped by the backend's
 ``distributed_optimizer``, autocast for the precision, channels-last and ``torch.compile`` as the
-config flags say) and runs the trainer's ``_backward`` + ``_optimizer_step`` sequence on a fixed
+config flags say) and runs the trainer's step (:mod:`deepcam_hvd.train.step`) on a fixed
 synthetic batch, timing forward (with the loss), backward, the wait for outstanding gradient
-allreduces (Horovod's ``synchronize``) and the optimizer step separately.
+averaging (the distributed optimizer's ``synchronize``) and the optimizer step separately.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from deepcam_hvd.distributed.base import Backend
 from deepcam_hvd.model import build_model
 from deepcam_hvd.train.loss import WeightedCrossEntropy
 from deepcam_hvd.train.optim import build_optimizer
-from deepcam_hvd.train.precision import autocast
+from deepcam_hvd.train.step import backward, forward_loss, optimizer_step
 
 NUM_CLASSES = 3
 #: Share of each class among the synthetic label pixels (background, TC, AR), as in real data.
@@ -130,28 +130,17 @@ class TrainStep:
     def run(self) -> tuple[dict[str, float], float]:
         """One step; returns (seconds per phase, loss before the update)."""
         t0 = self._sync()
-        with autocast(self.settings.precision, self.device):
-            logits = self.forward(self.data)
-        loss = self.criterion(logits, self.label)
+        loss = forward_loss(self.forward, self.criterion, self.data, self.label, self.device,
+                            self.settings.precision)
         value = float(loss.detach())  # the trainer reads it too (finite check, logging)
         t1 = self._sync()
-        loss.backward()
+        backward(loss)
         t2 = self._sync()
-        opt = self.optimizer
-        synchronize = getattr(opt, "synchronize", None)
-        if synchronize is not None:  # Horovod: wait for the allreduces backward started
-            synchronize()
-            t3 = self._sync()
-            with opt.skip_synchronize():  # type: ignore[attr-defined]
-                opt.step()
-        else:
-            t3 = t2
-            opt.step()
-        opt.zero_grad()
-        t4 = self._sync()
-        del logits, loss
-        phases = {"forward": t1 - t0, "backward": t2 - t1, "comm_wait": t3 - t2,
-                  "optimizer": t4 - t3}
+        del loss
+        waited = optimizer_step(self.optimizer)
+        t3 = self._sync()
+        phases = {"forward": t1 - t0, "backward": t2 - t1, "comm_wait": waited,
+                  "optimizer": t3 - t2 - waited}
         return phases, value
 
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -76,6 +77,16 @@ class Backend(ABC):
     def broadcast(self, tensor: torch.Tensor, root: int = 0) -> torch.Tensor:
         """Return ``tensor`` as held by ``root`` on every rank."""
 
+    def broadcast_many(self, tensors: Sequence[torch.Tensor], root: int = 0) -> list[torch.Tensor]:
+        """``broadcast`` of each tensor; backends with per-operation latency (Horovod's
+        negotiation cycle) override it to run them together."""
+        return [self.broadcast(t, root) for t in tensors]
+
+    def allreduce_many(self, tensors: Sequence[torch.Tensor], op: ReduceOp = "mean",
+                       group: Group | None = None) -> list[torch.Tensor]:
+        """``allreduce`` of each tensor (overridden to run them together, as above)."""
+        return [self.allreduce(t, op, group) for t in tensors]
+
     @abstractmethod
     def broadcast_object(self, obj: Any, root: int = 0) -> Any:
         """Return the picklable ``obj`` as held by ``root`` on every rank."""
@@ -109,27 +120,27 @@ class Backend(ABC):
         create missing state (which would apply weight decay and advance Adam's step count).
         """
         with torch.no_grad():
-            for tensor in model.state_dict().values():
-                tensor.copy_(self.broadcast(tensor, root))
+            mine = list(model.state_dict().values())
+            for tensor, received in zip(mine, self.broadcast_many(mine, root), strict=True):
+                tensor.copy_(received)
         if optimizer is None or self.size == 1:
             return
         state = optimizer.state_dict()
         layout, tensors = _split_tensors(state) if self.rank == root else (None, [])
         layout = self.broadcast_object(layout, root)
-        received = [
-            self.broadcast(tensors[i] if self.rank == root else torch.empty(shape, dtype=dtype),
-                           root)
-            for i, (shape, dtype) in enumerate(layout["tensors"])
-        ]
+        received = self.broadcast_many([
+            tensors[i] if self.rank == root else torch.empty(shape, dtype=dtype)
+            for i, (shape, dtype) in enumerate(layout["tensors"])], root)
         if self.rank != root:
             optimizer.load_state_dict(_join_tensors(layout, received))
 
     def average_buffers(self, model: torch.nn.Module, group: Group | None = None) -> None:
         """Average floating-point buffers (batch-norm running statistics) over ranks in place."""
         with torch.no_grad():
-            for buf in model.buffers():
-                if buf.is_floating_point():
-                    buf.copy_(self.allreduce(buf, "mean", group))
+            buffers = [b for b in model.buffers() if b.is_floating_point()]
+            for buf, mean in zip(buffers, self.allreduce_many(buffers, "mean", group),
+                                 strict=True):
+                buf.copy_(mean)
 
     @abstractmethod
     def make_groups(self, group_size: int) -> Group:
@@ -198,15 +209,28 @@ def averaging_optimizer(
 ) -> torch.optim.Optimizer:
     """Make ``optimizer.step()`` first call ``average(grads)`` on every parameter gradient.
 
-    The instance's class is swapped for a subclass so it stays a real ``Optimizer`` for
-    LR schedulers, keeps its state, and pickles its state_dict unchanged.
+    As Horovod's DistributedOptimizer, the result also has ``synchronize()`` (average now, so
+    the caller can time the communication apart) and ``skip_synchronize()`` (a context for the
+    ``step()`` that follows; gradients are never averaged twice either way). The instance's
+    class is swapped for a subclass so it stays a real ``Optimizer`` for LR schedulers, keeps
+    its state, and pickles its state_dict unchanged.
     """
     base = optimizer.__class__
 
+    def synchronize(self: torch.optim.Optimizer) -> None:
+        average([p.grad for g in self.param_groups for p in g["params"] if p.grad is not None])
+        self._grads_averaged = True  # type: ignore[attr-defined]
+
     def step(self: torch.optim.Optimizer, closure: Any = None) -> Any:
-        grads = [p.grad for g in self.param_groups for p in g["params"] if p.grad is not None]
-        average(grads)
+        if not getattr(self, "_grads_averaged", False):
+            synchronize(self)
+        self._grads_averaged = False  # type: ignore[attr-defined]
         return base.step(self, closure)
 
-    optimizer.__class__ = type(f"Averaging{base.__name__}", (base,), {"step": step})
+    @contextlib.contextmanager
+    def skip_synchronize(self: torch.optim.Optimizer) -> Iterator[None]:
+        yield
+
+    optimizer.__class__ = type(f"Averaging{base.__name__}", (base,), {
+        "step": step, "synchronize": synchronize, "skip_synchronize": skip_synchronize})
     return optimizer

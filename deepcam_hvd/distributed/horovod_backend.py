@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -10,6 +11,22 @@ import torch
 from deepcam_hvd.distributed.base import Backend, Group, ReduceOp, partition
 from deepcam_hvd.errors import LaunchError
 from deepcam_hvd.launchers import LaunchInfo
+
+CYCLE_TIME_VARIABLE = "HOROVOD_CYCLE_TIME"
+#: Horovod's background thread negotiates every cycle, and under MPI (MPICH/UCX) it spins while
+#: a peer is late. When ranks fill their cores with compute, that spinning steals the compute
+#: threads' CPU: 2 ranks x 1 thread at 384x576 took 16.7 s a step at Horovod's default cycle,
+#: 13.6 s at 20 ms, 11.5 s at 50 ms (allreduce still overlapped: 2.1 % exposed), 11.6 s at 200 ms
+#: (4.6 % exposed), against 10.4-10.7 s for two processes that never communicate
+#: (benchmarks/RESULTS.md). CPU steps last seconds, so a 50 ms cycle costs little latency; GPU
+#: runs, whose steps are short, keep Horovod's default. A user's HOROVOD_CYCLE_TIME wins.
+CPU_CYCLE_TIME_MS = 50
+
+
+def _cpu_run(device_request: str) -> bool:
+    """Whether this process will train on the CPU (decided before Horovod starts)."""
+    return device_request == "cpu" or (device_request == "auto"
+                                       and not torch.cuda.is_available())
 
 
 def horovod_build() -> dict[str, Any]:
@@ -36,7 +53,7 @@ class HorovodBackend(Backend):
 
     name = "horovod"
 
-    def __init__(self, launch: LaunchInfo) -> None:
+    def __init__(self, launch: LaunchInfo, device_request: str = "auto") -> None:
         build = horovod_build()
         if not build["installed"]:
             raise LaunchError(f"backend horovod: Horovod is not importable ({build['error']}); "
@@ -54,6 +71,9 @@ class HorovodBackend(Backend):
                               "horovodrun --gloo")
         import horovod.torch as hvd
 
+        if _cpu_run(device_request):
+            os.environ.setdefault(CYCLE_TIME_VARIABLE, str(CPU_CYCLE_TIME_MS))
+        self._cycle_time_ms = os.environ.get(CYCLE_TIME_VARIABLE, "horovod default")
         self._hvd = hvd
         # Dynamic process sets let make_groups() build batch-norm groups after start-up.
         hvd.init(process_sets="dynamic")
@@ -98,6 +118,23 @@ class HorovodBackend(Backend):
     def broadcast(self, tensor: torch.Tensor, root: int = 0) -> torch.Tensor:
         return self._hvd.broadcast(tensor, root_rank=root,
                                    name=_stable_name(f"broadcast.{root}", tensor))
+
+    def broadcast_many(self, tensors: Sequence[torch.Tensor], root: int = 0) -> list[torch.Tensor]:
+        # All in flight at once: one negotiation cycle for the lot, not one per tensor.
+        handles = [self._hvd.broadcast_async(t, root_rank=root,
+                                             name=_stable_name(f"broadcast.{root}.{i}", t))
+                   for i, t in enumerate(tensors)]
+        return [self._hvd.synchronize(h) for h in handles]
+
+    def allreduce_many(self, tensors: Sequence[torch.Tensor], op: ReduceOp = "mean",
+                       group: Group | None = None) -> list[torch.Tensor]:
+        hvd_op = self._hvd.Average if op == "mean" else self._hvd.Sum
+        process_set = group.handle if group is not None else self._hvd.global_process_set
+        where = "all" if group is None else "-".join(map(str, group.ranks))
+        handles = [self._hvd.allreduce_async(t, op=hvd_op, process_set=process_set,
+                                             name=_stable_name(f"allreduce.{op}.{where}.{i}", t))
+                   for i, t in enumerate(tensors)]
+        return [self._hvd.synchronize(h) for h in handles]
 
     def _next_name(self, kind: str) -> str:
         # Horovod names object collectives after the object's type unless told otherwise, so a
@@ -157,6 +194,7 @@ class HorovodBackend(Backend):
             "backend": self.name,
             "controller": "mpi" if self._hvd.mpi_enabled() else
             "gloo" if self._hvd.gloo_enabled() else "unknown",
+            "horovod_cycle_time_ms": self._cycle_time_ms,
         }
 
 

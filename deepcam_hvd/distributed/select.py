@@ -29,7 +29,7 @@ def create_backend(name: str, launch: LaunchInfo, device_request: str = "auto") 
     if name == "horovod":
         from deepcam_hvd.distributed.horovod_backend import HorovodBackend
 
-        return HorovodBackend(launch)
+        return HorovodBackend(launch, device_request)
     if name == "torch":
         from deepcam_hvd.distributed.torch_backend import TorchBackend
 

@@ -6,7 +6,8 @@ The options are read at every forward pass, so one model can be timed both ways 
 
 All options are **off by default**: each is faster for some layers in isolation
 (``benchmarks/layer_formats.py``), but no whole training step measured faster with them on the
-2-core AVX2 test machine (``benchmarks/RESULTS.md``), so the default path is the reference's.
+2-core AVX2 test machine, idle, on jemalloc (``benchmarks/RESULTS.md``, "Measured and left
+off"), so the default path is the reference's arithmetic.
 Turn them on for a block with :func:`execution`, or for the process with :func:`set_execution`:
 
 * ``channels_last``: run the encoder and ASPP in the channels-last (NHWC) layout. oneDNN's

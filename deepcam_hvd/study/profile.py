@@ -28,6 +28,7 @@ from deepcam_hvd.data.loader import LoaderSettings, train_loader
 from deepcam_hvd.model import build_model
 from deepcam_hvd.runtime import Runtime
 from deepcam_hvd.train.loss import WeightedCrossEntropy
+from deepcam_hvd.train.step import backward, forward_loss, optimizer_step
 
 CHANNELS = 16
 CLASSES = 3
@@ -61,10 +62,10 @@ def _timed(fn: Callable[[], Any], repeats: int, warmup: int) -> list[float]:
 def _train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                 criterion: torch.nn.Module, data: torch.Tensor,
                 label: torch.Tensor) -> Callable[[], None]:
+    """The trainer's step (:mod:`deepcam_hvd.train.step`) on a fixed batch."""
     def step() -> None:
-        optimizer.zero_grad()
-        criterion(model(data), label).backward()
-        optimizer.step()
+        backward(forward_loss(model, criterion, data, label, data.device))
+        optimizer_step(optimizer)
 
     return step
 
@@ -100,8 +101,8 @@ def profile_rank(runtime: Runtime, settings: ProfileSettings) -> dict[str, Any]:
     compute = _timed(_train_step(model, local, criterion, data, label), settings.steps,
                      settings.warmup)
 
-    grads = torch.cat([p.grad.detach().reshape(-1) for p in model.parameters()
-                       if p.grad is not None])
+    # as many values as one step's gradients (the step itself leaves none behind)
+    grads = torch.randn(sum(p.numel() for p in model.parameters() if p.requires_grad))
     b.barrier()
     allreduce = _timed(lambda: b.allreduce(grads, "mean"), settings.steps, settings.warmup)
 

@@ -186,10 +186,12 @@ def row(cfg: StudyConfig, prof: dict[str, Any], run_dir: Path | None) -> dict[st
     epoch_s = statistics.median(s["epoch_times_s"]) if s["epoch_times_s"] else 0.0
     step_s = epoch_s / steps_per_epoch
     wait = statistics.median(s["data_wait_fraction"]) if s["data_wait_fraction"] else 0.0
+    comm = s.get("comm_wait_fraction") or []  # the trainer's own measure of exposed allreduce
     rates = s["train_samples_per_s"]
     out.update({
         "run_dir": str(run_dir), "epochs_run": s["epochs_run"], "epoch_s": epoch_s,
         "step_s": step_s, "data_wait_s": wait * step_s, "data_wait_fraction": wait,
+        "train_comm_wait_fraction": statistics.median(comm) if comm else None,
         "other_s": step_s - prof["compute_s"] - prof["exposed_allreduce_s"] - wait * step_s,
         "samples_per_s": statistics.median(rates[1:] if len(rates) > 2 else rates)
         if rates else 0.0,

@@ -32,6 +32,7 @@ class RunSummary:
     train_loss: list[float] = field(default_factory=list)
     train_samples_per_s: list[float] = field(default_factory=list)
     data_wait_fraction: list[float] = field(default_factory=list)
+    comm_wait_fraction: list[float] = field(default_factory=list)  # allreduce not hidden
     run_time_s: float = 0.0
     converged: bool = False
     epochs_to_target: int | None = None

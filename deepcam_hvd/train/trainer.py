@@ -36,6 +36,7 @@ from deepcam_hvd.train.precision import autocast, grad_scaler
 from deepcam_hvd.train.reporting import Reporter, RunSummary
 from deepcam_hvd.train.schedule import build_scheduler
 from deepcam_hvd.train.signals import StopRequest
+from deepcam_hvd.train.step import backward, forward_loss, optimizer_step
 
 NUM_CLASSES = 3
 
@@ -56,14 +57,28 @@ class EpochProgress:
     loss_sum: float = 0.0
     loss_count: int = 0
     wait_s: float = 0.0
+    comm_wait_s: float = 0.0  # waiting for gradient averaging that backward did not hide
     seconds: float = 0.0  # time spent in training steps, data waits included
 
-    def close(self, backend: Backend, global_batch: int) -> tuple[float, float, float, float]:
-        """Mean loss over ranks, samples/s, data-wait share and epoch seconds (collective)."""
+    def close(self, backend: Backend, global_batch: int) -> EpochFigures:
+        """The epoch's figures, averaged over ranks (collective: every rank calls it)."""
         loss = backend.allreduce_scalar(self.loss_sum / max(1, self.loss_count), "mean")
         seconds = backend.allreduce_scalar(self.seconds, "mean")
         wait = backend.allreduce_scalar(self.wait_s / max(1e-9, self.seconds), "mean")
-        return loss, self.steps_done * global_batch / max(1e-9, seconds), wait, seconds
+        comm = backend.allreduce_scalar(self.comm_wait_s / max(1e-9, self.seconds), "mean")
+        return EpochFigures(loss, self.steps_done * global_batch / max(1e-9, seconds), wait,
+                            comm, seconds)
+
+
+@dataclass(frozen=True)
+class EpochFigures:
+    """One epoch's training figures over all ranks."""
+
+    loss: float
+    samples_per_s: float
+    data_wait_fraction: float
+    comm_wait_fraction: float
+    seconds: float
 
 
 def model_identity(cfg: TrainConfig) -> dict[str, Any]:
@@ -251,12 +266,13 @@ class Trainer:
                 fetch = time.perf_counter()
                 batch = next(batches)
                 p.wait_s += time.perf_counter() - fetch
-                loss = self._backward(batch.data, batch.label, accum)
+                loss = self._forward_backward(batch.data, batch.label, accum)
                 p.loss_sum += loss
                 p.loss_count += 1
                 window_loss += loss
                 window_count += 1
-            self._optimizer_step()
+            p.comm_wait_s += optimizer_step(self.optimizer, self.scaler)
+            self.scheduler.step()
             self.position.step += 1
             p.steps_done += 1
             p.seconds += time.perf_counter() - started
@@ -285,11 +301,11 @@ class Trainer:
 
     def end_epoch(self, epoch: int, run_start: float) -> float:
         """Close the epoch's totals, validate, log and record it; return the validation IoU."""
-        loss, rate, wait, seconds = self.progress.close(self.backend, self.global_batch_size)
+        figures = self.progress.close(self.backend, self.global_batch_size)
         self.summary.skipped_files = int(self.backend.allreduce_scalar(
             len(self.loaders.train.reader.skipped), "sum"))
         self.progress = EpochProgress()
-        self.summary.epoch_times_s.append(seconds)
+        self.summary.epoch_times_s.append(figures.seconds)
         self.log.end("epoch_stop", metadata={"epoch_num": epoch})
         self.position.epoch = epoch
 
@@ -297,39 +313,20 @@ class Trainer:
         iou, eval_loss = self.validate()
         self.log.event("eval_accuracy", iou, metadata={"epoch_num": epoch})
         self.log.end("eval_stop", metadata={"epoch_num": epoch})
-        self._record_epoch(epoch, loss, rate, wait, iou, eval_loss,
+        self._record_epoch(epoch, figures, iou, eval_loss,
                            time.perf_counter() - run_start)
         return iou
 
-    def _backward(self, data: torch.Tensor, label: torch.Tensor, accum: int) -> float:
-        """Forward and backward of one local batch; returns its (unscaled) loss."""
-        data = data.to(self.device, non_blocking=True)
-        label = label.to(self.device, non_blocking=True)
-        if self.cfg.channels_last:
-            data = data.contiguous(memory_format=torch.channels_last)
-        with autocast(self.cfg.precision, self.device):
-            logits = self.forward(data)
-        loss = self.criterion(logits, label)
+    def _forward_backward(self, data: torch.Tensor, label: torch.Tensor, accum: int) -> float:
+        """Forward and backward of one local batch; returns its (undivided) loss."""
+        cfg = self.cfg
+        loss = forward_loss(self.forward, self.criterion, data, label, self.device,
+                            cfg.precision, cfg.channels_last)
         if not torch.isfinite(loss):
             raise DataError(f"training loss became {loss.item()} at step {self.position.step}"
                             " (diverged, or NaN/Inf in the input data)")
-        scaled = loss / accum
-        (self.scaler.scale(scaled) if self.scaler else scaled).backward()
+        backward(loss, accum, self.scaler)
         return float(loss.detach())
-
-    def _optimizer_step(self) -> None:
-        if self.scaler is not None:
-            if hasattr(self.optimizer, "synchronize"):  # Horovod: reduce before unscaling
-                self.optimizer.synchronize()
-                with self.optimizer.skip_synchronize():
-                    self.scaler.step(self.optimizer)
-            else:
-                self.scaler.step(self.optimizer)
-            self.scaler.update()
-        else:
-            self.optimizer.step()
-        self.optimizer.zero_grad()
-        self.scheduler.step()
 
     @torch.no_grad()
     def validate(self) -> tuple[float, float]:
@@ -353,22 +350,26 @@ class Trainer:
         self.model.train()
         return iou_total / n, loss_total / n
 
-    def _record_epoch(self, epoch: int, loss: float, rate: float, wait: float, iou: float,
-                      eval_loss: float, elapsed: float) -> None:
+    def _record_epoch(self, epoch: int, figures: EpochFigures, iou: float, eval_loss: float,
+                      elapsed: float) -> None:
         s = self.summary
         s.steps = self.position.step
+        loss, rate, wait = figures.loss, figures.samples_per_s, figures.data_wait_fraction
         s.train_loss.append(loss)
         s.train_samples_per_s.append(rate)
         s.data_wait_fraction.append(wait)
+        s.comm_wait_fraction.append(figures.comm_wait_fraction)
         s.eval_iou.append(iou)
         s.eval_loss.append(eval_loss)
         if iou >= self.cfg.target_iou and not s.converged:
             s.converged, s.epochs_to_target, s.time_to_target_s = True, epoch, elapsed
         self.reporter.scalars(self.position.step, {
             "eval/iou": iou, "eval/loss": eval_loss, "train/epoch_loss": loss,
-            "train/epoch_samples_per_s": rate, "train/data_wait_fraction": wait})
+            "train/epoch_samples_per_s": rate, "train/data_wait_fraction": wait,
+            "train/comm_wait_fraction": figures.comm_wait_fraction})
         self._message(f"epoch {epoch}: train loss {loss:.4f}, eval loss {eval_loss:.4f}, "
-                      f"eval IoU {iou:.4f}, {rate:.2f} samples/s, data wait {100 * wait:.1f}%")
+                      f"eval IoU {iou:.4f}, {rate:.2f} samples/s, data wait {100 * wait:.1f}%, "
+                      f"allreduce wait {100 * figures.comm_wait_fraction:.1f}%")
 
     def _on_root_then_everywhere(self, action: Any) -> None:
         """Run ``action`` on rank 0 and re-raise its error on every rank, so none waits alone."""

@@ -44,6 +44,14 @@ def test_two_ranks_use_horovod(tmp_path: Path, launcher: str, expected_launcher:
             (expected_launcher, "horovod", controller)
         assert (r["size"], r["local_size"], r["local_rank"]) == (2, 2, r["rank"])
         assert r["threads"] == 1  # 2 cores, 2 ranks, OMP_NUM_THREADS=1 from the test
+        assert r["horovod_cycle_time_ms"] == "50"  # CPU ranks: long cycles, no stolen cores
+
+
+def test_users_horovod_cycle_time_wins(tmp_path: Path) -> None:
+    out = tmp_path / "info.json"
+    proc = run_ranks([DEEPCAM, "info", "--output", str(out)], env={"HOROVOD_CYCLE_TIME": "7"})
+    assert proc.returncode == 0, proc.stderr
+    assert [r["horovod_cycle_time_ms"] for r in json.loads(out.read_text())["ranks"]] == ["7"] * 2
 
 
 def test_threads_fill_the_node_without_oversubscribing(tmp_path: Path) -> None:

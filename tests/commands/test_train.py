@@ -47,6 +47,10 @@ def test_two_ranks_train_and_log(tiny_root: Path, tmp_path: Path) -> None:
     assert summary["train_loss"][1] < summary["train_loss"][0]
     assert summary["stopped_by"] == "max_epochs" and summary["status"] == "aborted"
     assert summary["time_to_16_epochs_estimated"] is True
+    # the trainer times its own wait for gradient averaging, a share of each epoch
+    assert len(summary["comm_wait_fraction"]) == 2
+    assert all(0 < v < 1 for v in summary["comm_wait_fraction"])
+    assert summary["allocator"] in ("jemalloc", "system", "system+hugepages")
     assert proc.stdout.count("summary: ") == 1  # rank 0 only
     assert list((out / "checkpoints").glob("model_step*.ckpt"))
     assert list((out / "tensorboard").glob("events.out.tfevents.*"))

@@ -106,14 +106,19 @@ class HorovodBackend(Backend):
     def barrier(self) -> None:
         self._hvd.barrier()
 
-    def allreduce(
-        self, tensor: torch.Tensor, op: ReduceOp = "mean", group: Group | None = None
-    ) -> torch.Tensor:
+    def _reduce_args(self, op: ReduceOp, group: Group | None) -> tuple[Any, Any, str]:
+        """Horovod's op and process set for ``op`` over ``group``, and a name part for them."""
         hvd_op = self._hvd.Average if op == "mean" else self._hvd.Sum
         process_set = group.handle if group is not None else self._hvd.global_process_set
         where = "all" if group is None else "-".join(map(str, group.ranks))
+        return hvd_op, process_set, f"allreduce.{op}.{where}"
+
+    def allreduce(
+        self, tensor: torch.Tensor, op: ReduceOp = "mean", group: Group | None = None
+    ) -> torch.Tensor:
+        hvd_op, process_set, kind = self._reduce_args(op, group)
         return self._hvd.allreduce(tensor, op=hvd_op, process_set=process_set,
-                                   name=_stable_name(f"allreduce.{op}.{where}", tensor))
+                                   name=_stable_name(kind, tensor))
 
     def broadcast(self, tensor: torch.Tensor, root: int = 0) -> torch.Tensor:
         return self._hvd.broadcast(tensor, root_rank=root,
@@ -128,11 +133,9 @@ class HorovodBackend(Backend):
 
     def allreduce_many(self, tensors: Sequence[torch.Tensor], op: ReduceOp = "mean",
                        group: Group | None = None) -> list[torch.Tensor]:
-        hvd_op = self._hvd.Average if op == "mean" else self._hvd.Sum
-        process_set = group.handle if group is not None else self._hvd.global_process_set
-        where = "all" if group is None else "-".join(map(str, group.ranks))
+        hvd_op, process_set, kind = self._reduce_args(op, group)
         handles = [self._hvd.allreduce_async(t, op=hvd_op, process_set=process_set,
-                                             name=_stable_name(f"allreduce.{op}.{where}.{i}", t))
+                                             name=_stable_name(f"{kind}.{i}", t))
                    for i, t in enumerate(tensors)]
         return [self._hvd.synchronize(h) for h in handles]
 

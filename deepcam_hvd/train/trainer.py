@@ -62,10 +62,11 @@ class EpochProgress:
 
     def close(self, backend: Backend, global_batch: int) -> EpochFigures:
         """The epoch's figures, averaged over ranks (collective: every rank calls it)."""
-        loss = backend.allreduce_scalar(self.loss_sum / max(1, self.loss_count), "mean")
-        seconds = backend.allreduce_scalar(self.seconds, "mean")
-        wait = backend.allreduce_scalar(self.wait_s / max(1e-9, self.seconds), "mean")
-        comm = backend.allreduce_scalar(self.comm_wait_s / max(1e-9, self.seconds), "mean")
+        busy = max(1e-9, self.seconds)
+        mine = torch.tensor([self.loss_sum / max(1, self.loss_count), self.seconds,
+                             self.wait_s / busy, self.comm_wait_s / busy], dtype=torch.float64)
+        # one collective for the four means (each Horovod operation costs a negotiation cycle)
+        loss, seconds, wait, comm = backend.allreduce(mine, "mean").tolist()
         return EpochFigures(loss, self.steps_done * global_batch / max(1e-9, seconds), wait,
                             comm, seconds)
 

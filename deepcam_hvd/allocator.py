@@ -3,9 +3,10 @@
 Why it matters on CPU: a training step at 768x1152 allocates and frees full-resolution
 activations and gradients of up to 226 MB each. glibc's malloc serves every block above 32 MB
 with ``mmap`` and unmaps it on ``free``, so each step the kernel hands out and zero-fills
-gigabytes of fresh pages. Measured on the 2-core test machine (``benchmarks/RESULTS.md``): 3-4
-million page faults and ~14 s of system time in a 28 s step. jemalloc with page purging off
-reuses freed pages; the same step took 18.5-20 s, with bit-identical losses.
+gigabytes of fresh pages. Measured on the 2-core test machine (``benchmarks/allocator_step.py``,
+``benchmarks/RESULTS.md``): 2.6-3.0 million page faults and 17-20 s of system time in a 33-35 s
+step. jemalloc with page purging off reuses freed pages; the same step took 18-20 s, with
+bit-identical losses.
 
 A preloaded malloc only takes effect when a program starts, so the ``deepcam-hvd`` entry point
 calls :func:`exec_with_allocator` before anything imports torch. It re-executes the same command

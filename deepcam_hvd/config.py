@@ -23,19 +23,24 @@ NUM_CHANNELS = 16
 ADAM_EPS = 1e-6  # fixed by the MLPerf HPC rules
 
 OptimizerName = Literal["Adam", "AdamW", "LAMB"]
-ScheduleType = Literal["multistep", "cosine_annealing"]
+ScheduleType = Literal["none", "multistep", "cosine_annealing"]
 Precision = Literal["fp32", "bf16", "fp16"]
 Compression = Literal["none", "fp16"]
 DataFormat = Literal["hdf5", "npy"]
 Division = Literal["auto", "closed", "open"]
 Shuffle = Literal["global", "local"]
+SubmissionStatus = Literal["onprem", "cloud", "preview", "research"]
 
 
 @dataclass
 class LRSchedule:
-    """Learning-rate schedule after warm-up (reference: ``--lr_schedule type=...,key=value``)."""
+    """Learning-rate schedule after warm-up (reference: ``--lr_schedule type=...,key=value``).
 
-    type: ScheduleType = "multistep"
+    ``none`` is the reference run without ``--lr_schedule``: no scheduler at all, so the
+    learning rate stays at start_lr and warm-up settings have no effect.
+    """
+
+    type: ScheduleType = "none"
     milestones: list[int] = field(default_factory=lambda: [15000, 25000])
     decay_rate: float = 0.1
     t_max: int = 0
@@ -65,6 +70,7 @@ class TrainConfig:
     channels: list[int] = field(default_factory=lambda: list(range(NUM_CHANNELS)))
     max_inter_threads: int = 1
     stage_dir: str = ""
+    clear_cache: bool = False
     shuffle: Shuffle = "global"
     skip_bad_files: bool = False
     # run and outputs
@@ -90,8 +96,9 @@ class TrainConfig:
     lr_warmup_factor: float = 1.0
     lr_schedule: LRSchedule = field(default_factory=LRSchedule)
     target_iou: float = 0.82
+    stop_at_target: bool = True
     batchnorm_group_size: int = 1
-    seed: int = 333
+    seed: int = 0  # 0: not given; the run draws a fresh one from the clock
     # speed options: off until a benchmark shows a gain on the hardware
     precision: Precision = "fp32"
     channels_last: bool = False
@@ -101,6 +108,7 @@ class TrainConfig:
     division: Division = "auto"
     organization: str = "deepcam-hvd"
     platform: str = ""
+    submission_status: SubmissionStatus = "onprem"
 
     def to_dict(self) -> dict[str, Any]:
         """Plain, JSON-ready dict of every setting."""
@@ -114,8 +122,11 @@ class TrainConfig:
                       "lr_warmup_steps", "weight_decay", "seed", "global_batch_size")
         if not self.start_lr > 0 or not math.isfinite(self.start_lr):
             raise ConfigError(f"--start_lr must be a positive number, got {self.start_lr}")
-        if self.lr_warmup_factor < 1.0:
-            raise ConfigError(f"--lr_warmup_factor must be >= 1, got {self.lr_warmup_factor}")
+        # The reference takes any float; with no warm-up it ignores the factor (ESIF's recipe
+        # passes nodes / 8, which is 0 below 8 nodes). MLPerf closed wants >= 1 (presets.py).
+        if not math.isfinite(self.lr_warmup_factor) or self.lr_warmup_factor < 0:
+            raise ConfigError(f"--lr_warmup_factor must be a number >= 0, got "
+                              f"{self.lr_warmup_factor}")
         if len(self.optimizer_betas) != 2 or not all(0 <= b < 1 for b in self.optimizer_betas):
             raise ConfigError(f"--optimizer_betas needs two values in [0, 1), "
                               f"got {self.optimizer_betas}")
@@ -137,7 +148,7 @@ class TrainConfig:
             if not 0 < sched.decay_rate <= 1:
                 raise ConfigError(f"--lr_schedule decay_rate must be in (0, 1], "
                                   f"got {sched.decay_rate}")
-        elif sched.t_max <= 0:
+        elif sched.type == "cosine_annealing" and sched.t_max <= 0:
             raise ConfigError(f"--lr_schedule cosine_annealing needs t_max > 0, got {sched.t_max}")
         if world_size is not None and world_size % self.batchnorm_group_size:
             raise ConfigError(f"--batchnorm_group_size {self.batchnorm_group_size} does not "
@@ -267,7 +278,12 @@ HELP: dict[str, str] = {
     "data_format": "Sample files: hdf5 (*.h5) or npy (from 'deepcam-hvd data convert').",
     "channels": "Input channels to use, e.g. '0,1,2' (default all 16).",
     "max_inter_threads": "Parallel readers per rank (0: read in the training thread).",
-    "stage_dir": "Node-local directory the data was staged to (logged; see 'data stage').",
+    "stage_dir": "Node-local directory (e.g. /dev/shm/deepcam): inside the logged init, "
+                 "each node copies what its ranks read there (staging_start/stop) and the run "
+                 "reads from it. With --shuffle local each rank copies its own share.",
+    "clear_cache": "Evict every data file from the page cache at the start of init "
+                   "(fadvise DONTNEED, checked with mincore; as root also drop_caches); "
+                   "cache_clear is logged true only then.",
     "shuffle": "global: reshuffle all training files over all ranks each epoch (the "
                "reference); local: keep each rank's staged share ('data stage').",
     "skip_bad_files": "Skip unreadable training files, counting and logging them.",
@@ -290,12 +306,18 @@ HELP: dict[str, str] = {
     "optimizer_betas": "Adam-type betas: two numbers.",
     "weight_decay": "Weight decay.",
     "lr_warmup_steps": "Linear warm-up steps.",
-    "lr_warmup_factor": "Warm-up ends at factor x start_lr (>= 1).",
+    "lr_warmup_factor": "Warm-up rises towards factor x start_lr (from start_lr/steps when 1; "
+                        "levels off one step short, as the reference); ignored without warm-up "
+                        "steps. MLPerf closed needs >= 1.",
     "lr_schedule": "E.g. 'type=multistep,milestones=800 1600,decay_rate=0.1' or "
-                   "'type=cosine_annealing,t_max=9000,eta_min=0'.",
-    "target_iou": "Stop when validation IoU reaches this.",
+                   "'type=cosine_annealing,t_max=9000,eta_min=0'; default none: constant "
+                   "start_lr, as the reference without --lr_schedule.",
+    "target_iou": "Validation IoU that counts as converged.",
+    "stop_at_target": "Stop at the target IoU (MLPerf, ESIF); --no-stop_at_target trains on "
+                      "to max_epochs (NERSC-10 times 16 complete epochs).",
     "batchnorm_group_size": "Ranks whose batch-norm statistics are reduced together.",
-    "seed": "Random seed (model init and data order).",
+    "seed": "Random seed (> 0; model init and data order). Default: a fresh seed from the "
+            "clock, drawn on rank 0, printed and logged; a resumed run keeps its own.",
     "precision": "fp32, bf16 (autocast) or fp16 (GPU, with a loss scaler).",
     "channels_last": "Use the channels-last memory format.",
     "compile": "Compile the model with torch.compile.",
@@ -303,4 +325,5 @@ HELP: dict[str, str] = {
     "division": "MLPerf division: auto (closed only on the full data set), closed or open.",
     "organization": "MLPerf submission_org.",
     "platform": "MLPerf submission_platform (default: a description of this machine).",
+    "submission_status": "MLPerf submission_status: onprem, cloud, preview or research.",
 }

@@ -73,6 +73,9 @@ def train(config_file: str | None, preset_name: str | None, rules: str | None, l
     from_file = read_config_file(config_file) if config_file else {}
     layers = [preset(preset_name) if preset_name else {}, from_file, given]
     cfg = resolve_config(*layers)
+    if any(str(layer.get("seed", "")).strip() in ("0", "0.0") for layer in layers):
+        raise ConfigError("--seed 0: MLPerf HPC requires a seed > 0; leave --seed out for a "
+                          "fresh seed from the clock")
     if not cfg.data_dir_prefix:
         raise ConfigError("--data_dir_prefix (or --data_dir) is required: the data root with "
                           "train/, validation/ and stats.h5")

@@ -389,9 +389,10 @@ def build_loaders(
 ) -> Loaders:
     """Both loaders for this rank; checks that every rank sees the same file lists.
 
-    A collective (an allgather): call on every rank. ``train_samples`` is the number of
-    training samples read per epoch over all ranks (``size * (n // size)``), and
-    ``validation_samples`` the number of validation files.
+    A collective (an allgather): call on every rank. ``train_samples`` and
+    ``validation_samples`` are the data set's sizes (files in each split, as the reference
+    logs them), whatever the number of ranks; the training loader's ``global_samples`` is what
+    an epoch reads over all ranks (``size * (n // size)``).
     """
     train = train_loader(root, backend.rank, backend.size, settings)
     validation = validation_loader(root, backend.rank, backend.size, settings)
@@ -406,8 +407,8 @@ def build_loaders(
     return Loaders(
         train=train,
         validation=validation,
-        train_samples=train.global_samples,
-        validation_samples=validation.global_samples,
+        train_samples=len(train.reader.split),
+        validation_samples=len(validation.reader.split),
     )
 
 

@@ -17,6 +17,8 @@ present with the same size are not copied again.
 from __future__ import annotations
 
 import os
+import shutil
+import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,6 +71,34 @@ def _copy_if_needed(src: Path, dst: Path) -> int | None:
     return copy_atomic(src, dst)
 
 
+def _bytes_to_copy(listed: dict[str, SplitFiles], dst_root: Path, backend: Backend, seed: int,
+                   full: bool) -> int:
+    """Bytes this rank still has to copy (files already staged with the same size skipped)."""
+    total = 0
+    for s, files in listed.items():
+        for i in files_to_stage(files, s, backend.rank, backend.size, backend.local_rank,
+                                backend.local_size, seed, full):
+            for src_path in files.paths(files.names[i]):
+                size = src_path.stat().st_size
+                dst = dst_root / s / src_path.name
+                if not (dst.exists() and dst.stat().st_size == size):
+                    total += size
+    return total
+
+
+def _check_space(backend: Backend, dst_root: Path, mine: int) -> None:
+    """Collective: fail on every rank, naming the directory, if a node's ranks together need
+    more than its free space (checked before anything is copied)."""
+    need = backend.allgather_object((socket.gethostname(), mine))
+    node_need = sum(n for host, n in need if host == socket.gethostname())
+    free = shutil.disk_usage(dst_root).free
+    error = None
+    if node_need > free:
+        error = (f"--stage_dir {dst_root}: staging needs {node_need / 1e6:.1f} MB on "
+                 f"{socket.gethostname()}, only {free / 1e6:.1f} MB free")
+    agree(backend, error)
+
+
 def stage_dataset(
     src: str | os.PathLike[str],
     dst: str | os.PathLike[str],
@@ -107,6 +137,8 @@ def stage_dataset(
             )
 
     run_agreed(backend, make_dirs)
+    _check_space(backend, dst_root, run_agreed(backend, lambda: _bytes_to_copy(
+        listed, dst_root, backend, seed, full)) or 0)
     backend.barrier()
     start = time.perf_counter()
 

@@ -43,8 +43,9 @@ class MLPerfLog:
             handler = logging.FileHandler(path, mode="w")
             handler.setLevel(logging.INFO)
             logger.addHandler(handler)
+            # root_dir only shortens the file names mllog records in each line's metadata
             mllog.config(logger=logger, default_stack_offset=2,
-                         root_dir=str(Path(__file__).resolve().parents[2]))
+                         root_dir=str(Path(__file__).resolve().parents[1]))
             self._log = mllog.get_mllogger()
             self._handler = handler
 
@@ -73,24 +74,24 @@ def division_for(cfg: TrainConfig, train_samples: int, eval_samples: int,
                  world_size: int) -> str:
     """'closed' only on the full data set with closed-rule settings; 'open' otherwise.
 
-    An explicit --division wins, except that 'closed' is refused where the checker would
-    reject it (other data) or the rules forbid it (a changed fixed setting).
+    ``train_samples`` and ``eval_samples`` are the data set's sizes (files per split), whatever
+    the number of ranks. An explicit --division wins, except that 'closed' is refused where
+    the checker would reject it (other data) or the rules forbid it (a changed fixed setting).
     """
-    from deepcam_hvd.presets import check_rules
+    from deepcam_hvd.presets import rule_violations
 
     full = train_samples == FULL_TRAIN_SAMPLES and eval_samples == FULL_EVAL_SAMPLES
-    try:
-        check_rules("mlperf-closed", cfg, world_size)
-        closed_settings = True
-    except ConfigError:
-        closed_settings = False
-    if cfg.division == "closed" and not (full and closed_settings):
-        why = "the full data set" if not full else "closed-rule settings (--rules mlperf-closed)"
-        raise ConfigError(f"--division closed needs {why}; this run has {train_samples} "
-                          f"training / {eval_samples} validation samples")
+    broken = rule_violations("mlperf-closed", cfg, world_size)
+    if cfg.division == "closed" and not full:
+        raise ConfigError(f"--division closed needs the full data set ({FULL_TRAIN_SAMPLES} "
+                          f"training / {FULL_EVAL_SAMPLES} validation samples); this run has "
+                          f"{train_samples} / {eval_samples}")
+    if cfg.division == "closed" and broken:
+        raise ConfigError(f"--division closed needs closed-rule settings (--rules "
+                          f"mlperf-closed): {broken[0]}")
     if cfg.division != "auto":
         return cfg.division
-    return "closed" if full and closed_settings else "open"
+    return "closed" if full and not broken else "open"
 
 
 def log_submission(log: MLPerfLog, cfg: TrainConfig, division: str, platform: str,
@@ -99,17 +100,22 @@ def log_submission(log: MLPerfLog, cfg: TrainConfig, division: str, platform: st
     log.event("submission_benchmark", "deepcam")
     log.event("submission_org", cfg.organization)
     log.event("submission_division", division)
-    log.event("submission_status", "research")
+    log.event("submission_status", cfg.submission_status)
     log.event("submission_platform", platform)
     log.event("number_of_nodes", nodes)
     log.event("accelerators_per_node", accelerators_per_node)
 
 
 def log_hyperparameters(log: MLPerfLog, cfg: TrainConfig, world_size: int) -> None:
-    """Seed, batch, optimizer and schedule keys, named as the hpc_3.0.0 rules read them."""
+    """Seed, batch, optimizer and schedule keys, named as the hpc_3.0.0 rules read them.
+
+    ``global_batch_size`` is what the HPC rules define (and the reference logs): the local
+    batch times the number of workers; gradient accumulation is logged on its own. With no
+    schedule the reference builds no scheduler and logs no scheduler keys; neither do we.
+    """
     log.event("seed", cfg.seed)
-    log.event("global_batch_size",
-              cfg.local_batch_size * cfg.gradient_accumulation_frequency * world_size)
+    log.event("number_of_ranks", world_size)
+    log.event("global_batch_size", cfg.local_batch_size * world_size)
     log.event("local_batch_size", cfg.local_batch_size)
     log.event("gradient_accumulation_frequency", cfg.gradient_accumulation_frequency)
     log.event("batchnorm_group_size", cfg.batchnorm_group_size)
@@ -123,6 +129,8 @@ def log_hyperparameters(log: MLPerfLog, cfg: TrainConfig, world_size: int) -> No
         log.event("opt_grad_averaging", True)
         log.event("opt_max_grad_norm", 1.0)
     sched = cfg.lr_schedule
+    if sched.type == "none":
+        return
     log.event("scheduler_type", sched.type)
     log.event("scheduler_lr_warmup_steps", cfg.lr_warmup_steps)
     log.event("scheduler_lr_warmup_factor", cfg.lr_warmup_factor)

@@ -44,13 +44,19 @@ class RunSummary:
     stopped_by: str = ""
     allocator: str = ""  # the malloc rank 0 ran on (deepcam_hvd.allocator)
 
-    def finish(self) -> None:
-        """Fill the derived figures from the per-epoch lists."""
+    def finish(self, estimate_16_epochs: bool = True) -> None:
+        """Fill the derived figures from the per-epoch lists.
+
+        The time to 16 epochs is measured once 16 epochs ran. Before that it is estimated
+        from the mean epoch only when ``estimate_16_epochs`` (a run that stops at its target);
+        a fixed-epoch run (NERSC-10) reports none rather than an estimate.
+        """
         self.epochs_run = len(self.epoch_times_s)
+        self.time_to_16_epochs_s = None
+        self.time_to_16_epochs_estimated = False
         if self.epochs_run >= NERSC10_EPOCHS:
             self.time_to_16_epochs_s = sum(self.epoch_times_s[:NERSC10_EPOCHS])
-            self.time_to_16_epochs_estimated = False
-        elif self.epochs_run:
+        elif self.epochs_run and estimate_16_epochs:
             mean = sum(self.epoch_times_s) / self.epochs_run
             self.time_to_16_epochs_s = mean * NERSC10_EPOCHS
             self.time_to_16_epochs_estimated = True
@@ -67,13 +73,14 @@ class RunSummary:
         best = max(self.eval_iou) if self.eval_iou else float("nan")
         rate = (sum(self.train_samples_per_s) / len(self.train_samples_per_s)
                 if self.train_samples_per_s else 0.0)
-        t16 = self.time_to_16_epochs_s or 0.0
+        t16 = "not reached" if self.time_to_16_epochs_s is None else \
+            f"{self.time_to_16_epochs_s:.1f} s"
         est = " (estimated)" if self.time_to_16_epochs_estimated else ""
         skipped = f"; {self.skipped_files} bad files skipped" if self.skipped_files else ""
         return (f"summary: {self.status}{skipped}; {target}; best IoU {best:.4f}; "
                 f"{self.epochs_run} "
                 f"epochs, {self.steps} steps on {self.ranks} ranks in {self.run_time_s:.1f} s; "
-                f"{rate:.2f} samples/s; time to 16 epochs {t16:.1f} s{est}")
+                f"{rate:.2f} samples/s; time to 16 epochs {t16}{est}")
 
     def write(self, path: Path) -> None:
         """Write summary.json atomically."""

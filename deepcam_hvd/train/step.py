@@ -15,18 +15,27 @@ import torch
 from deepcam_hvd.train.precision import autocast
 
 
-def forward_loss(forward: Callable[[torch.Tensor], torch.Tensor], criterion: torch.nn.Module,
-                 data: torch.Tensor, label: torch.Tensor, device: torch.device,
-                 precision: str = "fp32", channels_last: bool = False) -> torch.Tensor:
+def forward_with_logits(forward: Callable[[torch.Tensor], torch.Tensor],
+                        criterion: torch.nn.Module, data: torch.Tensor, label: torch.Tensor,
+                        device: torch.device, precision: str = "fp32",
+                        channels_last: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Move a local batch to ``device``, run the model under the precision's autocast and
-    return the (undivided) loss."""
+    return the (undivided) loss and the logits."""
     data = data.to(device, non_blocking=True)
     label = label.to(device, non_blocking=True)
     if channels_last:
         data = data.contiguous(memory_format=torch.channels_last)
     with autocast(precision, device):
         logits = forward(data)
-    return criterion(logits, label)
+    return criterion(logits, label), logits
+
+
+def forward_loss(forward: Callable[[torch.Tensor], torch.Tensor], criterion: torch.nn.Module,
+                 data: torch.Tensor, label: torch.Tensor, device: torch.device,
+                 precision: str = "fp32", channels_last: bool = False) -> torch.Tensor:
+    """The (undivided) loss of a local batch (see :func:`forward_with_logits`)."""
+    return forward_with_logits(forward, criterion, data, label, device, precision,
+                               channels_last)[0]
 
 
 def backward(loss: torch.Tensor, accumulation: int = 1,

@@ -6,6 +6,7 @@ objects that are inactive elsewhere, so no collective is ever inside a rank-0 br
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import asdict, dataclass
@@ -16,7 +17,9 @@ import torch
 
 from deepcam_hvd.allocator import active_allocator
 from deepcam_hvd.config import TrainConfig
+from deepcam_hvd.data.cache import clear_page_cache
 from deepcam_hvd.data.loader import Loaders, LoaderSettings, build_loaders
+from deepcam_hvd.data.stage import stage_dataset
 from deepcam_hvd.distributed.base import Backend
 from deepcam_hvd.errors import ConfigError, DataError
 from deepcam_hvd.model import build_model, convert_batchnorm
@@ -30,13 +33,14 @@ from deepcam_hvd.train.checkpoint import (
     save_checkpoint,
 )
 from deepcam_hvd.train.loss import WeightedCrossEntropy
-from deepcam_hvd.train.metric import per_sample_iou
+from deepcam_hvd.train.metric import batch_iou, per_sample_iou
 from deepcam_hvd.train.optim import build_optimizer
 from deepcam_hvd.train.precision import autocast, grad_scaler
 from deepcam_hvd.train.reporting import Reporter, RunSummary
 from deepcam_hvd.train.schedule import build_scheduler
+from deepcam_hvd.train.seed import run_seed
 from deepcam_hvd.train.signals import StopRequest
-from deepcam_hvd.train.step import backward, forward_loss, optimizer_step
+from deepcam_hvd.train.step import backward, forward_with_logits, optimizer_step
 
 NUM_CLASSES = 3
 
@@ -59,16 +63,21 @@ class EpochProgress:
     wait_s: float = 0.0
     comm_wait_s: float = 0.0  # waiting for gradient averaging that backward did not hide
     seconds: float = 0.0  # time spent in training steps, data waits included
+    # the epoch's last local batch, as the reference logs train_loss/train_accuracy
+    last_loss: float = 0.0
+    last_iou: float = 0.0
+    last_lr: float = 0.0  # learning rate of the epoch's last optimizer step
 
     def close(self, backend: Backend, global_batch: int) -> EpochFigures:
         """The epoch's figures, averaged over ranks (collective: every rank calls it)."""
         busy = max(1e-9, self.seconds)
         mine = torch.tensor([self.loss_sum / max(1, self.loss_count), self.seconds,
-                             self.wait_s / busy, self.comm_wait_s / busy], dtype=torch.float64)
-        # one collective for the four means (each Horovod operation costs a negotiation cycle)
-        loss, seconds, wait, comm = backend.allreduce(mine, "mean").tolist()
+                             self.wait_s / busy, self.comm_wait_s / busy, self.last_loss,
+                             self.last_iou], dtype=torch.float64)
+        # one collective for all the means (each Horovod operation costs a negotiation cycle)
+        loss, seconds, wait, comm, last_loss, last_iou = backend.allreduce(mine, "mean").tolist()
         return EpochFigures(loss, self.steps_done * global_batch / max(1e-9, seconds), wait,
-                            comm, seconds)
+                            comm, seconds, last_loss, last_iou, self.last_lr)
 
 
 @dataclass(frozen=True)
@@ -80,6 +89,9 @@ class EpochFigures:
     data_wait_fraction: float
     comm_wait_fraction: float
     seconds: float
+    last_loss: float  # the last local batch's loss, mean over ranks (the reference's train_loss)
+    last_iou: float  # its IoU (the reference's train_accuracy)
+    last_lr: float
 
 
 def model_identity(cfg: TrainConfig) -> dict[str, Any]:
@@ -121,15 +133,34 @@ class Trainer:
     # ---- set-up ---------------------------------------------------------------------------
     def setup(self) -> None:
         """Build data, model, optimizer and schedule; resume if asked; sync all ranks."""
-        cfg, b = self.cfg, self.backend
+        b = self.backend
         self._on_root_then_everywhere(self._prepare_output_dir)
+        resume_from, state = self._find_checkpoint()
+        seed, origin = run_seed(self.cfg.seed, _checkpoint_seed(state), b)
+        self.cfg = cfg = dataclasses.replace(self.cfg, seed=seed)
+        self._message(f"seed {seed} ({origin})")
         self.log = mlp.MLPerfLog(self.out / "mlperf.log", self.is_root)
         self.log.start("init_start")
-        torch.manual_seed(cfg.seed)
+        # MLPerf: caches are flushed before each run; logged true only once it happened
+        if cfg.clear_cache:
+            evicted = clear_page_cache(cfg.data_dir_prefix, b)
+            self._message(f"cache clear: {evicted} data files evicted from the page cache")
+        self.log.event("cache_clear", cfg.clear_cache)
+        torch.manual_seed(seed)
 
-        self.log.start("staging_start")
+        self.data_root = cfg.data_dir_prefix
+        if cfg.stage_dir:  # staging belongs inside the logged init (HPC 3.0 data state rule)
+            self.log.start("staging_start")
+            staged = stage_dataset(cfg.data_dir_prefix, cfg.stage_dir, b, seed=seed,
+                                   full=cfg.shuffle == "global")
+            self.log.end("staging_stop", metadata={
+                "staged_to": cfg.stage_dir, "mode": staged.mode,
+                "files_copied": staged.files_copied, "bytes_copied": staged.bytes_copied})
+            self._message(f"staged to {cfg.stage_dir} ({staged.mode}): {staged.files_copied} "
+                          f"files, {staged.bytes_copied / 1e9:.2f} GB in "
+                          f"{staged.seconds:.1f} s")
+            self.data_root = cfg.stage_dir
         self.loaders: Loaders = self._build_loaders()
-        self.log.end("staging_stop", metadata={"staged_to": cfg.stage_dir or "none"})
 
         model = build_model(cfg.model, len(cfg.channels), NUM_CLASSES).to(self.device)
         if cfg.batchnorm_group_size > 1:
@@ -145,7 +176,7 @@ class Trainer:
         self.scheduler = build_scheduler(self.optimizer, cfg.lr_schedule, cfg.lr_warmup_steps,
                                          cfg.lr_warmup_factor, cfg.start_lr)
         self.scaler = grad_scaler(cfg.precision, self.device)
-        rank_buffers = self._resume()
+        rank_buffers = self._resume(resume_from, state)
         b.broadcast_state(model, self.optimizer, root=0)
         if rank_buffers is not None:
             with torch.no_grad():
@@ -157,7 +188,6 @@ class Trainer:
         accelerators = self.backend.local_size if self.device.type == "cuda" else 0
         mlp.log_submission(self.log, cfg, self.division, cfg.platform or _platform(self.rt),
                            self.summary.nodes, accelerators)
-        self.log.event("cache_clear", False)
         mlp.log_hyperparameters(self.log, cfg, b.size)
         self.log.event("train_samples", self.loaders.train_samples)
         self.log.event("eval_samples", self.loaders.validation_samples)
@@ -166,7 +196,7 @@ class Trainer:
     def _build_loaders(self) -> Loaders:
         """This rank's training and validation loaders (a collective: shards follow rank/size)."""
         cfg = self.cfg
-        return build_loaders(cfg.data_dir_prefix, self.backend, LoaderSettings(
+        return build_loaders(self.data_root, self.backend, LoaderSettings(
             local_batch_size=cfg.local_batch_size, readers=cfg.max_inter_threads,
             channels=tuple(cfg.channels), seed=cfg.seed, shuffle=cfg.shuffle,
             validation_batch_size=cfg.local_batch_size_validation,
@@ -182,22 +212,39 @@ class Trainer:
                 f"this rank's {len(self.loaders.train)} over {self.backend.size} ranks")
         return steps
 
-    def _resume(self) -> dict[str, torch.Tensor] | None:
-        """Load the checkpoint named by --checkpoint ('auto': newest valid in output_dir).
+    def _find_checkpoint(self) -> tuple[Path | None, dict[str, Any] | None]:
+        """The checkpoint named by --checkpoint ('auto': newest valid in output_dir), loaded.
 
-        Returns this rank's own batch-norm buffers when the world size is unchanged.
+        A run that finished (target reached or max_epochs done) is never continued: a new
+        run needs a fresh output directory and a fresh seed.
         """
         cfg = self.cfg
         if not cfg.checkpoint:
-            return None
+            return None, None
         if cfg.checkpoint == "auto":
             path = latest_valid_checkpoint(self.out / "checkpoints", cfg.model_prefix)
             if path is None:
-                return None
+                return None, None
         else:
             path = Path(cfg.checkpoint)
         state = load_checkpoint(path)
         check_compatible(state.get("identity", {}), model_identity(cfg), path)
+        finished = state.get("summary", {}).get("stopped_by", "")
+        if finished == "target" or (finished == "max_epochs"
+                                    and int(state.get("epoch", 0)) >= cfg.max_epochs):
+            raise ConfigError(f"{path}: that run already finished ({finished.replace('_', ' ')} "
+                              "reached); a finished run is never continued into a new log: "
+                              "start a new run in a fresh --output_dir without --resume")
+        return path, state
+
+    def _resume(self, path: Path | None,
+                state: dict[str, Any] | None) -> dict[str, torch.Tensor] | None:
+        """Restore model, optimizer, schedule and position from a loaded checkpoint.
+
+        Returns this rank's own batch-norm buffers when the world size is unchanged.
+        """
+        if path is None or state is None:
+            return None
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -234,20 +281,23 @@ class Trainer:
                 iou = self.end_epoch(epoch, run_start)
                 if iou >= cfg.target_iou:
                     status = "success"
-                    self.summary.stopped_by = "target"
-                    break
+                    if cfg.stop_at_target:
+                        self.summary.stopped_by = "target"
+                        break
                 if cfg.save_frequency and epoch % cfg.save_frequency == 0:
                     self.save()
             else:
                 self.summary.stopped_by = "max_epochs"
         finally:
             self.summary.run_time_s = time.perf_counter() - run_start
+            if self.summary.converged:  # also when reached before a resume
+                status = "success"
             self.summary.status = status
             self.log.end("run_stop", metadata={"status": status})
             self.log.close()
             self.reporter.close()
         self.save()
-        self.summary.finish()
+        self.summary.finish(estimate_16_epochs=cfg.stop_at_target)
         if self.is_root:
             self.summary.write(self.out / "summary.json")
         self._message(self.summary.line())
@@ -263,30 +313,35 @@ class Trainer:
         batches = iter(self.loaders.train.iter_epoch(epoch - 1, p.steps_done * accum))
         while p.steps_done < steps:
             started = time.perf_counter()
-            for _ in range(accum):
+            logging_step = cfg.logging_frequency > 0 and \
+                (p.steps_done + 1) % cfg.logging_frequency == 0
+            for micro in range(accum):
                 fetch = time.perf_counter()
                 batch = next(batches)
                 p.wait_s += time.perf_counter() - fetch
-                loss = self._forward_backward(batch.data, batch.label, accum)
+                last = micro == accum - 1 and (logging_step or p.steps_done == steps - 1)
+                loss = self._forward_backward(batch.data, batch.label, accum, last)
                 p.loss_sum += loss
                 p.loss_count += 1
                 window_loss += loss
                 window_count += 1
             p.comm_wait_s += optimizer_step(self.optimizer, self.scaler)
+            p.last_lr = self.optimizer.param_groups[0]["lr"]
             self.scheduler.step()
             self.position.step += 1
             p.steps_done += 1
             p.seconds += time.perf_counter() - started
-            if cfg.logging_frequency > 0 and p.steps_done % cfg.logging_frequency == 0:
+            if logging_step:
                 # every rank reduces; only rank 0 prints and writes
-                mean = b.allreduce_scalar(window_loss / window_count, "mean")
+                window_mean, last_loss, last_iou = b.allreduce(torch.tensor(
+                    [window_loss / window_count, p.last_loss, p.last_iou],
+                    dtype=torch.float64), "mean").tolist()
                 rate = window_count * cfg.local_batch_size * b.size / \
                     (time.perf_counter() - window_start)
                 self.reporter.scalars(self.position.step, {
-                    "train/loss": mean, "train/samples_per_s": rate,
-                    "train/lr": self.scheduler.get_last_lr()[0]})
-                self.log.event("train_loss", mean, metadata={"epoch_num": epoch,
-                                                             "step_num": self.position.step})
+                    "train/loss": window_mean, "train/samples_per_s": rate,
+                    "train/lr": p.last_lr})
+                self._log_train_figures(epoch, p.last_lr, last_iou, last_loss)
                 window_loss, window_count, window_start = 0.0, 0, time.perf_counter()
             self.reporter.advance(1, self.position.step, p.loss_sum / p.loss_count,
                                   p.loss_count * cfg.local_batch_size * b.size / p.seconds,
@@ -307,27 +362,51 @@ class Trainer:
             len(self.loaders.train.reader.skipped), "sum"))
         self.progress = EpochProgress()
         self.summary.epoch_times_s.append(figures.seconds)
-        self.log.end("epoch_stop", metadata={"epoch_num": epoch})
+        self._log_train_figures(epoch, figures.last_lr, figures.last_iou, figures.last_loss)
+        step_num = self.position.step * self.cfg.gradient_accumulation_frequency
+        self.log.end("epoch_stop", metadata={"epoch_num": epoch, "step_num": step_num})
         self.position.epoch = epoch
 
         self.log.start("eval_start", metadata={"epoch_num": epoch})
         iou, eval_loss = self.validate()
-        self.log.event("eval_accuracy", iou, metadata={"epoch_num": epoch})
+        where = {"epoch_num": epoch, "step_num": step_num}
+        self.log.event("eval_accuracy", iou, metadata=where)
+        self.log.event("eval_loss", eval_loss, metadata=where)
+        if iou >= self.cfg.target_iou and not self.summary.converged:
+            self.log.event("target_accuracy_reached", self.cfg.target_iou, metadata=where)
         self.log.end("eval_stop", metadata={"epoch_num": epoch})
         self._record_epoch(epoch, figures, iou, eval_loss,
                            time.perf_counter() - run_start)
         return iou
 
-    def _forward_backward(self, data: torch.Tensor, label: torch.Tensor, accum: int) -> float:
-        """Forward and backward of one local batch; returns its (undivided) loss."""
+    def _forward_backward(self, data: torch.Tensor, label: torch.Tensor, accum: int,
+                          keep_figures: bool = False) -> float:
+        """Forward and backward of one local batch; returns its (undivided) loss.
+
+        With ``keep_figures`` the batch's loss and IoU are kept as the "last batch" figures
+        the reference logs (``train_loss``, ``train_accuracy``).
+        """
         cfg = self.cfg
-        loss = forward_loss(self.forward, self.criterion, data, label, self.device,
-                            cfg.precision, cfg.channels_last)
+        loss, logits = forward_with_logits(self.forward, self.criterion, data, label,
+                                           self.device, cfg.precision, cfg.channels_last)
         if not torch.isfinite(loss):
             raise DataError(f"training loss became {loss.item()} at step {self.position.step}"
                             " (diverged, or NaN/Inf in the input data)")
         backward(loss, accum, self.scaler)
-        return float(loss.detach())
+        value = float(loss.detach())
+        if keep_figures:
+            self.progress.last_loss = value
+            self.progress.last_iou = float(batch_iou(logits.detach(),
+                                                     label.to(logits.device)))
+        return value
+
+    def _log_train_figures(self, epoch: int, lr: float, iou: float, loss: float) -> None:
+        """The reference's training keys, at its step count (local batches, not updates)."""
+        where = {"epoch_num": epoch,
+                 "step_num": self.position.step * self.cfg.gradient_accumulation_frequency}
+        self.log.event("learning_rate", lr, metadata=where)
+        self.log.event("train_accuracy", iou, metadata=where)
+        self.log.event("train_loss", loss, metadata=where)
 
     @torch.no_grad()
     def validate(self) -> tuple[float, float]:
@@ -445,6 +524,14 @@ def _plain(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value
+
+
+def _checkpoint_seed(state: dict[str, Any] | None) -> int | None:
+    """The seed a checkpointed run used (so a resumed run keeps its data order)."""
+    if state is None:
+        return None
+    seed = state.get("config", {}).get("seed")
+    return int(seed) if seed else None
 
 
 def _platform(runtime: Runtime) -> str:

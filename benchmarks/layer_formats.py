@@ -2,8 +2,10 @@
 
 The shapes are the full-size (768x1152) network's: depthwise and pointwise convolutions of the
 entry and middle flow, a dilated ASPP convolution, the decoder's dense 3x3 and transposed
-convolutions and a batch-norm. This is what decided ``deepcam_hvd/model/execution.py``'s
-per-layer choices. Best of ``--repeats`` calls after one warm-up call.
+convolutions and a batch-norm. These per-layer figures motivated the layout experiments of
+``benchmarks/RESULTS.md`` ("Measured and left off"), which did not pay for a whole step; the model
+runs in the reference's NCHW layout unless the trainer's ``--channels_last`` converts all of it.
+Best of ``--repeats`` calls after one warm-up call.
 
     .venv/bin/python benchmarks/layer_formats.py [--threads 2] [--repeats 3] [--only NAME,...]
 

@@ -7,12 +7,14 @@ Times full training steps (forward, weighted cross-entropy, backward, AdamW step
   run as its users run it, on the system malloc; ``ref_jemalloc``: the same on jemalloc, to show
   how much of the gain is the allocator alone;
 * ``ours``: our training path as ``deepcam-hvd train`` runs it by default (the allocator chosen
-  by :mod:`deepcam_hvd.allocator`, the default execution options), through
-  ``deepcam_hvd.bench.TrainStep`` (the trainer's modules); ``ours_system``: the same on the
-  system malloc (bit-identical arithmetic to ``ref``);
-* experimental execution options on top of ``ours``, each measured on its own: ``cl``
-  (channels-last encoder/ASPP), ``cl_split`` (+ NHWC-forward / NCHW-backward decoder
-  convolutions), ``all`` (+ in-place ReLUs and sums), ``fused`` (``torch.optim.AdamW(fused=True)``).
+  by :mod:`deepcam_hvd.allocator`), through ``deepcam_hvd.bench.TrainStep`` (the trainer's
+  modules); ``ours_system``: the same on the system malloc (bit-identical arithmetic to ``ref``);
+  ``ours_cl``: ``ours`` with the trainer's ``--channels_last`` (the whole model and its input
+  in the channels-last memory format);
+* ``fused``: ``ours`` with ``torch.optim.AdamW(fused=True)``.
+
+The layout experiments once measured here (``cl``, ``cl_split``, ``all``: see
+``benchmarks/RESULTS.md``, "Measured and left off") were removed with their code.
 
 Each variant runs in its own fresh process (the allocator is fixed when a process starts), with
 ``--warmup`` untimed then ``--steps`` timed steps, once per round; the order of the variants
@@ -56,7 +58,7 @@ class Variant:
 
     code: str  # "ref" or "ours"
     allocator: str  # a DEEPCAM_ALLOCATOR value: "system", "jemalloc" or "auto" (our default)
-    options: dict[str, bool] | None = None  # execution options changed from the default
+    channels_last: bool = False  # the trainer's --channels_last
     fused: bool = False
 
 
@@ -65,10 +67,7 @@ VARIANTS: dict[str, Variant] = {
     "ref_jemalloc": Variant("ref", "jemalloc"),
     "ours": Variant("ours", "auto"),
     "ours_system": Variant("ours", "system"),
-    "cl": Variant("ours", "auto", {"channels_last": True}),
-    "cl_split": Variant("ours", "auto", {"channels_last": True, "split_backward": True}),
-    "all": Variant("ours", "auto", {"channels_last": True, "split_backward": True,
-                                    "inplace": True}),
+    "ours_cl": Variant("ours", "auto", channels_last=True),
     "fused": Variant("ours", "auto", fused=True),
 }
 
@@ -111,21 +110,22 @@ def reference_step(src: Path, settings: Any) -> StepFn:
 
 
 def our_step(settings: Any, variant: Variant) -> StepFn:
-    """A step of our training path with the variant's execution options."""
+    """A step of our training path with the variant's options."""
+    import dataclasses
+
     import torch
 
     from deepcam_hvd.bench.step import TrainStep
     from deepcam_hvd.distributed.local import LocalBackend
-    from deepcam_hvd.model.execution import execution
 
+    settings = dataclasses.replace(settings, channels_last=variant.channels_last)
     step = TrainStep(settings, LocalBackend(), torch.device("cpu"))
     if variant.fused:
         step.optimizer = torch.optim.AdamW(step.model.parameters(), lr=1e-3, betas=(0.9, 0.999),
                                            eps=1e-6, weight_decay=1e-6, fused=True)
 
     def run() -> tuple[float, float]:
-        with execution(**(variant.options or {})):
-            phases, loss = step.run()
+        phases, loss = step.run()
         return sum(phases.values()), loss
 
     return run

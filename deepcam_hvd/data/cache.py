@@ -14,10 +14,10 @@ import mmap
 import os
 from pathlib import Path
 
+from deepcam_hvd.distributed.agreement import run_agreed
 from deepcam_hvd.distributed.base import Backend
 from deepcam_hvd.errors import DataError
 
-from .collective import run_agreed
 from .layout import list_split, stats_path
 
 _PAGE = mmap.PAGESIZE

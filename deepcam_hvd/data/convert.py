@@ -15,11 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
+from deepcam_hvd.distributed.agreement import agree, run_agreed
 from deepcam_hvd.distributed.base import Backend
 from deepcam_hvd.errors import DataError
 
 from . import sharding
-from .collective import agree, run_agreed
 from .layout import (
     SPLITS,
     SplitFiles,

@@ -1,75 +1,65 @@
-"""Batches of (data, label, filenames) for one rank's shard, read by parallel readers.
+"""This rank's loaders: which batches of a split it reads each epoch, and the checks around them.
 
-Readers are threads (default) or torch DataLoader worker processes started with 'spawn' or
-'forkserver'; never 'fork', which is unsafe once MPI is initialised. ``readers=0`` reads
-synchronously in the calling thread.
-
-* Threads: the reader moves plain contiguous arrays with GIL-free ``readinto`` and normalises
-  with numpy (GIL released), so threads overlap; only chunked/compressed HDF5 reads serialise
-  under h5py's global lock. Each sample is written straight into its slot of the batch tensor.
-* Processes: each worker builds whole batches in shared memory; no lock is shared, at the cost
-  of starting interpreters (once: workers persist across epochs) and of shared-memory traffic.
-
-Use ``benchmarks/loader_throughput.py`` to choose; the measured numbers are in its JSON.
+:class:`ShardLoader` follows the shard plan of :mod:`.sharding` epoch by epoch and hands each
+epoch's batches to :func:`.batches.read_batches` (reader threads). :func:`train_loader`,
+:func:`validation_loader` and :func:`build_loaders` set one up per split and check, before the
+first step, that the shard can be read (batch size, staged files, every rank's file list).
 """
 
 from __future__ import annotations
 
 import hashlib
-import math
 import os
-from collections import deque
-from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+import weakref
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, Literal, NamedTuple
-
-import numpy as np
-import torch
-from torch.utils.data import DataLoader, Dataset
+from typing import Literal
 
 from deepcam_hvd.distributed.base import Backend
 from deepcam_hvd.errors import ConfigError, DataError
 
 from . import sharding
+from .batches import Batch, read_batches
 from .layout import SplitFiles, list_split, stats_path
 from .normalize import Normalizer
 from .reader import SampleReader
 from .stats import read_stats
 
-ReaderKind = Literal["thread", "spawn", "forkserver"]
+__all__ = [
+    "SHUFFLE_MODES",
+    "Batch",
+    "LoaderSettings",
+    "Loaders",
+    "ShardLoader",
+    "build_loaders",
+    "make_reader",
+    "train_loader",
+    "validation_loader",
+]
+
 ShuffleMode = Literal["global", "local"]
-READER_KINDS: tuple[str, ...] = ("thread", "spawn", "forkserver")
 SHUFFLE_MODES: tuple[str, ...] = ("global", "local")
-
-
-class Batch(NamedTuple):
-    """One batch: data (B, C, H, W) float32, label (B, H, W) int64, file path per sample."""
-
-    data: torch.Tensor
-    label: torch.Tensor
-    filenames: list[str]
 
 
 @dataclass(frozen=True)
 class LoaderSettings:
-    """How to load. ``readers`` is the reference's ``max_inter_threads``.
+    """How to load.
 
-    ``shuffle``: 'global' reshuffles all training files over all ranks every epoch (the
-    reference); 'local' keeps a fixed per-rank share and reshuffles within it (for staged data).
-    ``validation_batch_size`` defaults to ``local_batch_size``; the last validation batch of a
-    rank may be short, so nothing is dropped. ``skip_bad_files`` replaces an unreadable
-    training sample by the next readable one, counting it, instead of stopping.
+    ``readers`` is the reference's ``max_inter_threads``: reader threads per rank (0: read in
+    the calling thread). ``shuffle``: 'global' reshuffles all training files over all ranks
+    every epoch (the reference); 'local' keeps a fixed per-rank share and reshuffles within it
+    (for staged data). ``validation_batch_size`` defaults to ``local_batch_size``; the last
+    validation batch of a rank may be short, so nothing is dropped. ``skip_bad_files``
+    replaces an unreadable training sample by the next readable one, counting it, instead of
+    stopping.
     """
 
     local_batch_size: int = 1
     readers: int = 0
-    reader_kind: ReaderKind = "thread"
     channels: tuple[int, ...] | None = None
     seed: int = 333
     shuffle: ShuffleMode = "global"
-    pin_memory: bool = False
     validation_batch_size: int | None = None
     skip_bad_files: bool = False
 
@@ -78,10 +68,6 @@ class LoaderSettings:
             raise ConfigError(f"local batch size must be >= 1, got {self.local_batch_size}")
         if self.readers < 0:
             raise ConfigError(f"number of readers must be >= 0, got {self.readers}")
-        if self.reader_kind not in READER_KINDS:
-            raise ConfigError(
-                f"reader kind '{self.reader_kind}' unknown: choose one of {', '.join(READER_KINDS)}"
-            )
         if self.shuffle not in SHUFFLE_MODES:
             raise ConfigError(f"shuffle '{self.shuffle}' unknown: choose global or local")
         if self.seed < 0:
@@ -90,77 +76,6 @@ class LoaderSettings:
             raise ConfigError(
                 f"validation batch size must be >= 1, got {self.validation_batch_size}"
             )
-
-
-class _ReadFailure(NamedTuple):
-    """What a worker process sends back instead of a batch when a read failed."""
-
-    message: str
-
-
-def _identity(batch: Any) -> Any:
-    return batch
-
-
-def _worker_init(_worker_id: int) -> None:
-    torch.set_num_threads(1)
-
-
-def _new_batch(
-    reader: SampleReader, size: int, pin: bool, shared: bool = False
-) -> tuple[torch.Tensor, torch.Tensor]:
-    data_shape, label_shape = (size, *reader.output_shape), (size, *reader.shape[:2])
-    if pin or shared:
-        data = torch.empty(data_shape, dtype=torch.float32, pin_memory=pin)
-        label = torch.empty(label_shape, dtype=torch.int64, pin_memory=pin)
-        if shared:
-            data.share_memory_()
-            label.share_memory_()
-        return data, label
-    # numpy asks the kernel for huge pages on large arrays: first touch of a fresh 57 MB
-    # sample costs ~8 ms instead of ~40 ms for torch.empty (measured, 4 KiB pages)
-    return (
-        torch.from_numpy(np.empty(data_shape, dtype=np.float32)),
-        torch.from_numpy(np.empty(label_shape, dtype=np.int64)),
-    )
-
-
-def _read_batch(reader: SampleReader, indices: list[int], pin: bool, shared: bool) -> Batch:
-    data, label = _new_batch(reader, len(indices), pin, shared)
-    names = [reader.read_into(i, data[j].numpy(), label[j].numpy()) for j, i in enumerate(indices)]
-    return Batch(data, label, names)
-
-
-class _BatchDataset(Dataset):
-    """Map-style dataset over a split whose fetch of a list of indices builds one Batch."""
-
-    def __init__(self, reader: SampleReader) -> None:
-        self.reader = reader
-
-    def __len__(self) -> int:
-        return len(self.reader.split)
-
-    def __getitem__(self, index: int) -> Batch | _ReadFailure:
-        return self.__getitems__([index])
-
-    def __getitems__(self, indices: list[int]) -> Batch | _ReadFailure:
-        try:
-            return _read_batch(self.reader, list(indices), pin=False, shared=True)
-        except DataError as exc:
-            return _ReadFailure(str(exc))
-
-
-class _BatchPlan:
-    """Batch sampler whose batches the loader sets before each pass (lives in this process)."""
-
-    def __init__(self) -> None:
-        self.batches: list[list[int]] = []
-
-    def __iter__(self) -> Iterator[list[int]]:
-        return iter(self.batches)
-
-    def __len__(self) -> int:
-        return len(self.batches)
 
 
 @dataclass
@@ -179,8 +94,9 @@ class ShardLoader:
     settings: LoaderSettings
     global_samples: int
     epoch: int = 0
-    _dataloader: DataLoader | None = field(default=None, init=False, repr=False)
-    _plan: _BatchPlan = field(default_factory=_BatchPlan, init=False, repr=False)
+    _passes: weakref.WeakSet[Generator[Batch, None, None]] = field(
+        default_factory=weakref.WeakSet, init=False, repr=False
+    )
 
     def set_epoch(self, epoch: int) -> None:
         """Make the next ``iter(loader)`` read ``epoch`` (reproducible from seed and epoch)."""
@@ -212,78 +128,15 @@ class ShardLoader:
         plan = self.batches(epoch)
         if not 0 <= start_batch <= len(plan):
             raise ConfigError(f"start batch {start_batch} outside 0..{len(plan)}")
-        plan = plan[start_batch:]
-        if self.settings.reader_kind == "thread" or self.settings.readers == 0:
-            return self._thread_batches(plan)
-        return self._process_batches(plan)
-
-    def _pin(self) -> bool:
-        return self.settings.pin_memory and torch.cuda.is_available()
-
-    def _thread_batches(self, plan: list[list[int]]) -> Iterator[Batch]:
-        readers = self.settings.readers
-        pin = self._pin()
-        if readers == 0:
-            for indices in plan:
-                yield _read_batch(self.reader, indices, pin, shared=False)
-            return
-        in_flight = max(2, math.ceil(2 * readers / self.batch_size))
-        pending: deque[tuple[torch.Tensor, torch.Tensor, list[Future[str]]]] = deque()
-        todo = iter(plan)
-        pool = ThreadPoolExecutor(max_workers=readers, thread_name_prefix="deepcam-reader")
-
-        def submit() -> None:
-            indices = next(todo, None)
-            if indices is None:
-                return
-            data, label = _new_batch(self.reader, len(indices), pin)
-            futures = [
-                pool.submit(self.reader.read_into, i, data[j].numpy(), label[j].numpy())
-                for j, i in enumerate(indices)
-            ]
-            pending.append((data, label, futures))
-
-        try:
-            for _ in range(in_flight):
-                submit()
-            while pending:
-                data, label, futures = pending.popleft()
-                names = [f.result() for f in futures]
-                submit()
-                yield Batch(data, label, names)
-        finally:
-            for _, _, futures in pending:
-                for f in futures:
-                    f.cancel()
-            pool.shutdown(wait=True, cancel_futures=True)
-
-    def _process_batches(self, plan: list[list[int]]) -> Iterator[Batch]:
-        if self._dataloader is None:
-            self._dataloader = DataLoader(
-                _BatchDataset(self.reader),
-                batch_sampler=self._plan,
-                num_workers=self.settings.readers,
-                collate_fn=_identity,
-                multiprocessing_context=self.settings.reader_kind,
-                persistent_workers=True,
-                pin_memory=self._pin(),
-                worker_init_fn=_worker_init,
-                prefetch_factor=max(2, math.ceil(2 / self.batch_size)),
-            )
-        self._plan.batches = plan
-        for item in self._dataloader:
-            if isinstance(item, _ReadFailure):
-                raise DataError(item.message)
-            yield item
+        batches = read_batches(self.reader, plan[start_batch:], self.settings.readers)
+        self._passes.add(batches)
+        return batches
 
     def close(self) -> None:
-        """Stop worker processes, if any (threads stop at the end of each pass)."""
-        if self._dataloader is not None:
-            iterator = getattr(self._dataloader, "_iterator", None)
-            shutdown = getattr(iterator, "_shutdown_workers", None)
-            if shutdown is not None:
-                shutdown()
-            self._dataloader = None
+        """Stop the reader threads of any pass left unfinished (finished passes stop their own)."""
+        for batches in list(self._passes):
+            batches.close()
+        self._passes.clear()
 
     def __enter__(self) -> ShardLoader:
         return self
@@ -374,7 +227,7 @@ class Loaders:
     validation_samples: int
 
     def close(self) -> None:
-        """Stop any worker processes of both loaders."""
+        """Stop the reader threads of both loaders' unfinished passes."""
         self.train.close()
         self.validation.close()
 
@@ -411,12 +264,3 @@ def build_loaders(
         validation_samples=len(validation.reader.split),
     )
 
-
-def read_all(loader: ShardLoader, epoch: int = 0) -> tuple[np.ndarray, list[str]]:
-    """Read a whole epoch and return (label class counts, file paths) — for checks and tests."""
-    counts = np.zeros(3, dtype=np.int64)
-    names: list[str] = []
-    for batch in loader.iter_epoch(epoch):
-        counts += np.bincount(batch.label.reshape(-1).numpy(), minlength=3)[:3]
-        names.extend(batch.filenames)
-    return counts, names

@@ -222,8 +222,8 @@ class SampleReader:
     """Reads samples of one split into normalised (C', H, W) float32 and (H, W) int64.
 
     Every sample must have shape ``shape`` (H, W, C) with C the channel count of the stats;
-    any other is a DataError naming the file. Picklable, so spawned workers can use it. Each
-    thread that reads keeps one raw (H, W, C) buffer and reuses it from sample to sample.
+    any other is a DataError naming the file. Each thread that reads keeps one raw (H, W, C)
+    buffer and reuses it from sample to sample.
     """
 
     def __init__(
@@ -241,16 +241,6 @@ class SampleReader:
                 f"{split.directory}: samples have {self.shape[2]} channels but the stats "
                 f"describe {normalizer.num_input_channels}"
             )
-
-    def __getstate__(self) -> dict:
-        state = dict(self.__dict__)
-        del state["_local"], state["_skip_lock"]
-        return state
-
-    def __setstate__(self, state: dict) -> None:
-        self.__dict__.update(state)
-        self._local = threading.local()
-        self._skip_lock = threading.Lock()
 
     def _scratch(self) -> np.ndarray:
         buf = getattr(self._local, "buffer", None)
@@ -301,7 +291,7 @@ class SampleReader:
 
     def read(self, index: int) -> tuple[torch.Tensor, torch.Tensor, str]:
         """Sample ``index`` as (data (C', H, W) float32, label (H, W) int64, file path)."""
-        data = np.empty(self.output_shape, dtype=np.float32)  # numpy: huge pages, see loader
+        data = np.empty(self.output_shape, dtype=np.float32)  # numpy: huge pages, see batches
         label = np.empty(self.shape[:2], dtype=np.int64)
         filename = self.read_into(index, data, label)
         return torch.from_numpy(data), torch.from_numpy(label), filename

@@ -23,11 +23,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from deepcam_hvd.distributed.agreement import agree, run_agreed
 from deepcam_hvd.distributed.base import Backend
 from deepcam_hvd.errors import ConfigError, DeepcamError
 
 from . import sharding
-from .collective import agree, run_agreed
 from .convert import copy_atomic
 from .layout import SplitFiles, list_split, stats_path, write_manifest
 

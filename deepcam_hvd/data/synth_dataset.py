@@ -16,11 +16,11 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from deepcam_hvd.distributed.agreement import agree, run_agreed
 from deepcam_hvd.distributed.base import Backend
 from deepcam_hvd.errors import ConfigError, DataError
 
 from . import sharding
-from .collective import agree, run_agreed
 from .layout import DATA_KEY, HDF5_SUFFIX, LABEL_KEY, SPLITS, stats_path, synthetic_name
 from .stats import StatsAccumulator, write_stats
 from .synth import make_grid, make_sample

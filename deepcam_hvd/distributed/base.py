@@ -69,6 +69,17 @@ class Backend(ABC):
     ) -> torch.Tensor:
         """Return the sum or mean of ``tensor`` over all ranks (or over ``group``)."""
 
+    def allreduce_start(self, tensor: torch.Tensor, op: ReduceOp = "sum",
+                        name: str = "pending") -> Callable[[], torch.Tensor]:
+        """Start an allreduce over all ranks; return the function that waits for its result.
+
+        Backends that can run it in the background (Horovod, torch.distributed) override this,
+        so it overlaps the work done before the wait; here it completes at once. ``name``
+        tells concurrent operations apart (every rank must use the same one).
+        """
+        result = self.allreduce(tensor, op)
+        return lambda: result
+
     def allreduce_scalar(self, value: float, op: ReduceOp = "mean") -> float:
         """Sum or mean of a Python number over all ranks, as a float (in float64)."""
         return float(self.allreduce(torch.tensor([float(value)], dtype=torch.float64), op)[0])

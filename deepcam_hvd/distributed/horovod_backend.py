@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -119,6 +119,13 @@ class HorovodBackend(Backend):
         hvd_op, process_set, kind = self._reduce_args(op, group)
         return self._hvd.allreduce(tensor, op=hvd_op, process_set=process_set,
                                    name=_stable_name(kind, tensor))
+
+    def allreduce_start(self, tensor: torch.Tensor, op: ReduceOp = "sum",
+                        name: str = "pending") -> Callable[[], torch.Tensor]:
+        hvd_op, process_set, kind = self._reduce_args(op, None)
+        handle = self._hvd.allreduce_async(tensor, op=hvd_op, process_set=process_set,
+                                           name=f"deepcam.{kind}.{name}")
+        return lambda: self._hvd.synchronize(handle)
 
     def broadcast(self, tensor: torch.Tensor, root: int = 0) -> torch.Tensor:
         return self._hvd.broadcast(tensor, root_rank=root,

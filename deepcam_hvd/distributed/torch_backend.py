@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import timedelta
 from typing import Any
 
@@ -98,6 +98,17 @@ class TorchBackend(Backend):
         if op == "mean":
             work /= group.size if group else self.size
         return work.to(tensor.device)
+
+    def allreduce_start(self, tensor: torch.Tensor, op: ReduceOp = "sum",
+                        name: str = "pending") -> Callable[[], torch.Tensor]:
+        work = self._on_comm_device(tensor)
+        pending = dist.all_reduce(work, op=dist.ReduceOp.SUM, async_op=True)
+
+        def wait() -> torch.Tensor:
+            pending.wait()
+            return (work / self.size if op == "mean" else work).to(tensor.device)
+
+        return wait
 
     def broadcast(self, tensor: torch.Tensor, root: int = 0) -> torch.Tensor:
         work = self._on_comm_device(tensor)

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from deepcam_hvd.model.layers import Norm2d, ReLU, kaiming_init
+from deepcam_hvd.model.layers import Norm2d, kaiming_init
 
 
 class ASPPBranch(nn.Module):
@@ -26,7 +26,7 @@ class ASPPBranch(nn.Module):
             bias=False,
         )
         self.bn = Norm2d(out_channels)
-        self.relu = ReLU()
+        self.relu = nn.ReLU()
         kaiming_init(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -57,7 +57,7 @@ class GlobalPoolBranch(nn.Module):
             nn.AdaptiveAvgPool2d((1, 1)),
             nn.Conv2d(in_channels, out_channels, 1, stride=1, bias=False),
             TrainableAffine(out_channels),
-            ReLU(),
+            nn.ReLU(),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -85,7 +85,7 @@ class ASPP(nn.Module):
         self.global_avg_pool = GlobalPoolBranch(in_channels, out_channels)
         self.conv = nn.Conv2d(5 * out_channels, out_channels, 1, bias=False)
         self.bn = Norm2d(out_channels)
-        self.relu = ReLU()
+        self.relu = nn.ReLU()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Map (N, C_in, h, w) to (N, C_out, h, w)."""

@@ -5,17 +5,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from deepcam_hvd.model.layers import Conv2d, ConvTranspose2d, Norm2d, ReLU
+from deepcam_hvd.model.layers import Norm2d
 
 
-def _deconv(in_channels: int, out_channels: int, split: bool = True) -> nn.ConvTranspose2d:
-    """3x3 transposed convolution, stride 2, that exactly doubles height and width.
-
-    ``split``: allow the split-layout backward (:class:`~deepcam_hvd.model.layers.Conv2d`); the
-    logits layer, with 3 output channels, is faster in NHWC both ways.
-    """
-    cls = ConvTranspose2d if split else nn.ConvTranspose2d
-    return cls(
+def _deconv(in_channels: int, out_channels: int) -> nn.ConvTranspose2d:
+    """3x3 transposed convolution, stride 2, that exactly doubles height and width."""
+    return nn.ConvTranspose2d(
         in_channels, out_channels, 3, stride=2, padding=1, output_padding=1, bias=False
     )
 
@@ -37,23 +32,23 @@ class DeconvDecoder(nn.Module):
         self.deconv1 = nn.Sequential(
             _deconv(in_channels, channels),
             Norm2d(channels),
-            ReLU(),
+            nn.ReLU(),
             _deconv(channels, channels),
             Norm2d(channels),
-            ReLU(),
+            nn.ReLU(),
         )
         self.conv1 = nn.Sequential(
-            Conv2d(channels + low_level_channels, channels, 3, padding=1, bias=False),
+            nn.Conv2d(channels + low_level_channels, channels, 3, padding=1, bias=False),
             Norm2d(channels),
-            ReLU(),
-            Conv2d(channels, channels, 3, padding=1, bias=False),
+            nn.ReLU(),
+            nn.Conv2d(channels, channels, 3, padding=1, bias=False),
             Norm2d(channels),
-            ReLU(),
+            nn.ReLU(),
             nn.Conv2d(channels, channels, 1),
         )
-        self.deconv2 = nn.Sequential(_deconv(channels, channels), Norm2d(channels), ReLU())
+        self.deconv2 = nn.Sequential(_deconv(channels, channels), Norm2d(channels), nn.ReLU())
         # The logits layer has neither bias nor batch-norm.
-        self.last_deconv = nn.Sequential(_deconv(channels, num_classes, split=False))
+        self.last_deconv = nn.Sequential(_deconv(channels, num_classes))
 
     def forward(self, x: torch.Tensor, low_level: torch.Tensor) -> torch.Tensor:
         """Decode (N, C, H/16, W/16) with low-level (N, C_low, H/4, W/4) to (N, K, H, W)."""

@@ -9,7 +9,7 @@ from torch import nn
 
 from deepcam_hvd.model.aspp import ASPP
 from deepcam_hvd.model.decoder import DeconvDecoder
-from deepcam_hvd.model.layers import Norm2d, ReLU, to_channels_last
+from deepcam_hvd.model.layers import Norm2d
 from deepcam_hvd.model.xception import Xception
 
 OUTPUT_STRIDE = 16
@@ -65,7 +65,7 @@ class DeepLabV3Plus(nn.Module):
             self.xception_features.low_level_channels, cfg.low_level_channels, 1, bias=False
         )
         self.bn2 = Norm2d(cfg.low_level_channels)
-        self.relu = ReLU()
+        self.relu = nn.ReLU()
         self.upsample = DeconvDecoder(
             cfg.aspp_channels, cfg.low_level_channels, cfg.decoder_channels, num_classes
         )
@@ -73,12 +73,10 @@ class DeepLabV3Plus(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Segment ``x`` (N, C, H, W) into per-pixel class logits (N, K, H, W)."""
         check_input_size(x.shape[-2], x.shape[-1])
-        # The layout is decided once here and followed by every layer (see execution.py).
-        features, low_level = self.xception_features(to_channels_last(x))
+        features, low_level = self.xception_features(x)
         features = self.bottleneck(features)
         low_level = self.relu(self.bn2(self.conv2(low_level)))
-        # logits leave in the caller's (contiguous NCHW) layout whatever ran inside
-        return self.upsample(features, low_level).contiguous()
+        return self.upsample(features, low_level)
 
 
 def check_input_size(height: int, width: int) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from deepcam_hvd.model.execution import current_execution
 from deepcam_hvd.model.layers import Norm2d, SeparableConv2d, kaiming_init
 
 
@@ -66,10 +65,10 @@ class XceptionBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Residual stack plus (projected) identity, then ReLU if ``end_with_relu``."""
         out = self.rep(x)
-        identity = x if self.skip is None or self.skipbn is None else self.skipbn(self.skip(x))
-        # ``out`` is a convolution's or batch-norm's output, which their backward passes do not
-        # need: the sum may overwrite it.
-        out = out.add_(identity) if current_execution().inplace else out + identity
+        if self.skip is not None and self.skipbn is not None:
+            out = out + self.skipbn(self.skip(x))
+        else:
+            out = out + x
         if self.end_with_relu:
             out = self.relu(out)
         return out

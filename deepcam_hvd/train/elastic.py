@@ -1,4 +1,4 @@
-"""Horovod elastic training: the ``Trainer`` run inside ``hvd.elastic.run``.
+"""Horovod elastic training: the one training loop run inside ``hvd.elastic.run``.
 
 Launch with ``horovodrun --gloo --min-np M --max-np N --host-discovery-script S deepcam-hvd
 train --elastic ...``. The model, optimizer, learning-rate schedule, position in the run and the
@@ -18,8 +18,7 @@ from __future__ import annotations
 
 import copy
 import os
-import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict
 from typing import Any
 
@@ -28,8 +27,10 @@ from deepcam_hvd.errors import ConfigError
 from deepcam_hvd.launchers import LaunchInfo
 from deepcam_hvd.runtime import Runtime
 from deepcam_hvd.train import mlperf_log as mlp
+from deepcam_hvd.train.hooks import RunHooks
+from deepcam_hvd.train.progress import EpochProgress, Position
 from deepcam_hvd.train.reporting import Reporter, RunSummary
-from deepcam_hvd.train.trainer import EpochProgress, Position, Trainer
+from deepcam_hvd.train.trainer import Trainer, run_training
 
 COMMIT_STEPS_ENV = "DEEPCAM_ELASTIC_COMMIT_STEPS"
 DEFAULT_COMMIT_STEPS = 4
@@ -56,151 +57,112 @@ def commit_steps_from_env(env: Mapping[str, str]) -> int:
     return steps
 
 
-class ElasticTrainer(Trainer):
-    """A ``Trainer`` whose epochs run under ``hvd.elastic.run`` with periodic commits."""
+class ElasticHooks(RunHooks):
+    """Commit and restore around the training loop, which runs under ``hvd.elastic.run``."""
 
-    def __init__(self, cfg: TrainConfig, runtime: Runtime, commit_steps: int) -> None:
-        super().__init__(cfg, runtime)
+    def __init__(self, commit_steps: int) -> None:
         self.commit_steps = commit_steps
-        self.world_sizes: list[int] = [self.backend.size]
+        self.world_sizes: list[int] = []
         self._loaders_stale = False
+        self.trainer: Trainer | None = None
+        self.state: Any = None
 
-    # ---- committed state ------------------------------------------------------------------
-    def setup(self) -> None:
-        """The normal set-up, then the elastic state object holding everything to roll back."""
+    def attach(self, trainer: Trainer) -> None:
+        """After set-up: the elastic state object holding everything to roll back to."""
         import horovod.torch as hvd
 
-        super().setup()
+        self.trainer = trainer
+        self.world_sizes = [trainer.backend.size]
         # The optimizer travels as a plain state dict: Horovod's optimizer handler would sync
         # it with broadcast_optimizer_state, which may take a dummy step on fresh state.
-        self.state = hvd.elastic.TorchState(model=self.model, optimizer=None,
-                                            **self._snapshot())
+        self.state = hvd.elastic.TorchState(model=trainer.model, optimizer=None,
+                                            **_snapshot(trainer))
         self.state.register_reset_callbacks([self._on_reset])
 
-    def _snapshot(self) -> dict[str, Any]:
-        """Plain copies of what the model and optimizer handlers do not cover."""
-        return {
-            "step": self.position.step,
-            "epoch": self.position.epoch,
-            # samples trained in this epoch over all ranks: survives a change of world size
-            "epoch_samples": self.progress.steps_done * self.global_batch_size,
-            "progress": asdict(self.progress),
-            "optimizer_state": copy.deepcopy(self.optimizer.state_dict()),
-            "scheduler": copy.deepcopy(self.scheduler.state_dict()),
-            "scaler": copy.deepcopy(self.scaler.state_dict()) if self.scaler else None,
-            "summary": copy.deepcopy(self.summary.as_dict()),
-        }
+    def run(self, loop: Callable[[], None]) -> None:
+        """Run the loop; after a reset Horovod runs it again from the last commit."""
+        import horovod.torch as hvd
 
-    def commit(self) -> None:
-        """Save the current state to host memory; raises HostsUpdatedInterrupt on a change."""
-        for name, value in self._snapshot().items():
+        hvd.elastic.run(lambda _state: loop())(self.state)
+
+    def before_epochs(self, trainer: Trainer) -> None:
+        """Rebuild the shards for a new world and continue from the committed state."""
+        if self._loaders_stale:  # shards follow rank and size
+            assert trainer.loaders is not None
+            trainer.loaders.close()
+            trainer.loaders = trainer.build_loaders()
+            trainer.validate.loader = trainer.loaders.validation
+            self._loaders_stale = False
+        _restore(trainer, self.state)
+        if self.world_sizes[-1] != trainer.backend.size:
+            trainer.message(f"elastic: continuing on {trainer.backend.size} ranks (was "
+                             f"{self.world_sizes[-1]}) from epoch {trainer.position.epoch}, "
+                             f"step {trainer.position.step}")
+            self.world_sizes.append(trainer.backend.size)
+
+    def after_step(self, trainer: Trainer, steps_per_epoch: int) -> None:
+        """Commit every ``commit_steps`` optimizer steps (epoch ends commit after_epoch)."""
+        done = trainer.progress.steps_done
+        if done < steps_per_epoch and done % self.commit_steps == 0:
+            self.commit(trainer)
+
+    def after_epoch(self, trainer: Trainer) -> None:
+        """Commit at every epoch end."""
+        self.commit(trainer)
+
+    def commit(self, trainer: Trainer) -> None:
+        """Save the state to host memory; raises HostsUpdatedInterrupt on a host change."""
+        for name, value in _snapshot(trainer).items():
             setattr(self.state, name, value)
         self.state.commit()
 
-    def _restore_from_state(self) -> None:
-        """Make this rank's trainer match the (synced) committed state."""
-        s = self.state
-        self.position = Position(step=int(s.step), epoch=int(s.epoch))
-        self.optimizer.load_state_dict(copy.deepcopy(s.optimizer_state))
-        self.scheduler.load_state_dict(copy.deepcopy(s.scheduler))
-        if self.scaler is not None and s.scaler is not None:
-            self.scaler.load_state_dict(copy.deepcopy(s.scaler))
-        summary = copy.deepcopy(s.summary)
-        summary.update(ranks=self.backend.size, global_batch_size=self.global_batch_size,
-                       nodes=max(1, self.backend.size // self.backend.local_size))
-        self.summary = RunSummary(**summary)
-        progress = EpochProgress(**s.progress)
-        steps = self._steps_per_epoch()
-        progress.steps_done = min(steps, int(s.epoch_samples) // self.global_batch_size)
-        self.progress = progress
-
     def _on_reset(self) -> None:
         """After Horovod re-formed the communicator: drop stale gradients, note the new world."""
-        for param in self.model.parameters():
+        trainer = self.trainer
+        assert trainer is not None
+        for param in trainer.model.parameters():
             param.grad = None
         # Object-collective names count calls per rank; restart the count on every rank.
-        self.backend.reset_object_names()
+        trainer.backend.reset_object_names()
         self._loaders_stale = True
-        was_root, self.is_root = self.is_root, self.backend.is_root
-        if self.is_root and not was_root:  # rank 0 was lost: this rank takes over its files
-            self.log = mlp.MLPerfLog(self.out / "mlperf.log", True)
-            self.reporter = Reporter(True, self.out, 0)
+        was_root, trainer.is_root = trainer.is_root, trainer.backend.is_root
+        if trainer.is_root and not was_root:  # rank 0 was lost: this rank takes over its files
+            trainer.log = mlp.MLPerfLog(trainer.out / "mlperf.log", True)
+            trainer.reporter = Reporter(True, trainer.out, 0)
 
-    # ---- the run --------------------------------------------------------------------------
-    def fit(self) -> RunSummary:
-        """Train elastically until the target IoU, max_epochs or a stop signal."""
-        import horovod.torch as hvd
 
-        cfg = self.cfg
-        remaining = self._steps_per_epoch() * (cfg.max_epochs - self.position.epoch) - \
-            self.progress.steps_done
-        self.reporter = Reporter(self.is_root, self.out, remaining)
-        self.log.start("run_start")
-        self._run_start = time.perf_counter() - self.summary.run_time_s
-        try:
-            hvd.elastic.run(ElasticTrainer._elastic_body)(self.state, self)
-        finally:
-            if self.summary.status == "running":
-                self.summary.status = "aborted"
-                self.summary.run_time_s = time.perf_counter() - self._run_start
-            self.log.end("run_stop", metadata={"status": self.summary.status})
-            self.log.close()
-            self.reporter.close()
-        self.summary.finish()
-        if self.is_root:
-            self.summary.write(self.out / "summary.json")
-        self._message(self.summary.line())
-        return self.summary
+def _snapshot(trainer: Trainer) -> dict[str, Any]:
+    """Plain copies of what the model and optimizer handlers do not cover."""
+    return {
+        "step": trainer.position.step,
+        "epoch": trainer.position.epoch,
+        # samples trained in this epoch over all ranks: survives a change of world size
+        "epoch_samples": trainer.progress.steps_done * trainer.global_batch_size,
+        "progress": asdict(trainer.progress),
+        "optimizer_state": copy.deepcopy(trainer.optimizer.state_dict()),
+        "scheduler": copy.deepcopy(trainer.scheduler.state_dict()),
+        "scaler": copy.deepcopy(trainer.scaler.state_dict()) if trainer.scaler else None,
+        "summary": copy.deepcopy(trainer.summary.as_dict()),
+    }
 
-    @staticmethod
-    def _elastic_body(state: Any, trainer: ElasticTrainer) -> None:
-        """What ``hvd.elastic.run`` repeats from the last commit after every reset."""
-        del state  # the same object as trainer.state, already synced from rank 0
-        trainer._train_from_commit()
 
-    def _train_from_commit(self) -> None:
-        if self._loaders_stale:  # shards follow rank and size: rebuild for the new world
-            self.loaders.close()
-            self.loaders = self._build_loaders()
-            self._loaders_stale = False
-        self._restore_from_state()
-        if self.world_sizes[-1] != self.backend.size:
-            self._message(f"elastic: continuing on {self.backend.size} ranks (was "
-                          f"{self.world_sizes[-1]}) from epoch {self.position.epoch}, step "
-                          f"{self.position.step}")
-            self.world_sizes.append(self.backend.size)
-        cfg = self.cfg
-        while not self.summary.stopped_by and self.position.epoch < cfg.max_epochs:
-            epoch = self.position.epoch + 1  # MLPerf counts epochs from 1
-            if self.progress.steps_done == 0:
-                self.log.start("epoch_start", metadata={"epoch_num": epoch})
-            if not self.train_epoch(epoch, self._steps_per_epoch()):
-                self.summary.stopped_by = f"signal {self.stop.signal_name}"
-                break
-            iou = self.end_epoch(epoch, self._run_start)
-            if iou >= cfg.target_iou:
-                self.summary.stopped_by = "target"
-            elif cfg.save_frequency and epoch % cfg.save_frequency == 0:
-                self.save()
-            self.commit()
-        if not self.summary.stopped_by:
-            self.summary.stopped_by = "max_epochs"
-        self.summary.status = "success" if self.summary.stopped_by == "target" else "aborted"
-        self.summary.run_time_s = time.perf_counter() - self._run_start
-        self.save()
-
-    def _after_step(self, steps: int) -> None:
-        """Commit every ``commit_steps`` optimizer steps (epoch ends commit in the loop)."""
-        done = self.progress.steps_done
-        if done < steps and done % self.commit_steps == 0:
-            self.commit()
+def _restore(trainer: Trainer, state: Any) -> None:
+    """Make this rank's trainer match the (synced) committed state."""
+    trainer.position = Position(step=int(state.step), epoch=int(state.epoch))
+    trainer.optimizer.load_state_dict(copy.deepcopy(state.optimizer_state))
+    trainer.scheduler.load_state_dict(copy.deepcopy(state.scheduler))
+    if trainer.scaler is not None and state.scaler is not None:
+        trainer.scaler.load_state_dict(copy.deepcopy(state.scaler))
+    summary = copy.deepcopy(state.summary)
+    summary.update(ranks=trainer.backend.size, global_batch_size=trainer.global_batch_size,
+                   nodes=max(1, trainer.backend.size // trainer.backend.local_size))
+    trainer.summary = RunSummary(**summary)
+    progress = EpochProgress(**state.progress)
+    progress.steps_done = min(trainer.steps_per_epoch(),
+                              int(state.epoch_samples) // trainer.global_batch_size)
+    trainer.progress = progress
 
 
 def run_elastic_training(cfg: TrainConfig, runtime: Runtime) -> RunSummary:
     """Set up and run an elastic training job on this worker."""
-    trainer = ElasticTrainer(cfg, runtime, commit_steps_from_env(os.environ))
-    try:
-        trainer.setup()
-        return trainer.fit()
-    finally:
-        trainer.close()
+    return run_training(cfg, runtime, ElasticHooks(commit_steps_from_env(os.environ)))

@@ -44,6 +44,16 @@ class RunSummary:
     stopped_by: str = ""
     allocator: str = ""  # the malloc rank 0 ran on (deepcam_hvd.allocator)
 
+    def record_epoch(self, train_loss: float, samples_per_s: float, data_wait: float,
+                     comm_wait: float, eval_iou: float, eval_loss: float) -> None:
+        """Append one epoch's figures to the per-epoch lists."""
+        self.train_loss.append(train_loss)
+        self.train_samples_per_s.append(samples_per_s)
+        self.data_wait_fraction.append(data_wait)
+        self.comm_wait_fraction.append(comm_wait)
+        self.eval_iou.append(eval_iou)
+        self.eval_loss.append(eval_loss)
+
     def finish(self, estimate_16_epochs: bool = True) -> None:
         """Fill the derived figures from the per-epoch lists.
 

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import signal
+from collections.abc import Callable
 from types import FrameType
 from typing import Any
+
+import torch
+
+from deepcam_hvd.distributed.base import Backend
 
 # Distinct exit code for "stopped by a signal after checkpointing": rerun to resume.
 EXIT_PREEMPTED = 75  # EX_TEMPFAIL: try again later
@@ -37,3 +42,30 @@ class StopRequest:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
         self._previous.clear()
+
+
+class StopAgreement:
+    """Ranks agree on a stop request without a blocking collective of their own each step.
+
+    ``start()`` at the beginning of a step sends this rank's flag in a background allreduce,
+    which Horovod negotiates alongside the step's gradient averaging; ``agreed()`` after the
+    optimizer step reads the sum, by then long arrived. Every rank acts on the same sum, so all
+    stop after the same step, at most one step after the signal reached any of them.
+    """
+
+    def __init__(self, request: StopRequest, backend: Backend) -> None:
+        self.request = request
+        self.backend = backend
+        self._wait: Callable[[], torch.Tensor] | None = None
+
+    def start(self) -> None:
+        """Send this rank's flag (float32, like the gradients it travels with)."""
+        flag = torch.tensor([1.0 if self.request.requested else 0.0], dtype=torch.float32)
+        self._wait = self.backend.allreduce_start(flag, "sum", name="stop")
+
+    def agreed(self) -> bool:
+        """Whether any rank had a stop request when the current step started."""
+        if self._wait is None:
+            return False
+        wait, self._wait = self._wait, None
+        return float(wait()[0]) > 0

@@ -11,20 +11,17 @@ from pathlib import Path
 
 import pytest
 
-from deepcam_hvd.data.synth_dataset import synthesize_dataset
-from deepcam_hvd.distributed.local import LocalBackend
 from deepcam_hvd.train.signals import EXIT_PREEMPTED
+from tests.conftest import SynthRoot
 from tests.launch import DEEPCAM, ROOT, rank_processes, run_ranks
 
 ARGS = ["--model", "deeplab-xception-small", "--local_batch_size", "2", "--max_inter_threads",
-        "0", "--optimizer", "AdamW", "--start_lr", "0.002", "--max_epochs", "3"]
+        "0", "--optimizer", "AdamW", "--start_lr", "0.002", "--max_epochs", "3", "--seed", "5"]
 
 
 @pytest.fixture(scope="module")
-def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("sig")
-    synthesize_dataset(path, LocalBackend(), 24, 4, height=64, width=96, seed=9)
-    return path
+def root(synth_root: SynthRoot) -> Path:
+    return synth_root(24, 4, height=64, width=96, seed=9)
 
 
 def interrupt(command: list[str], out: Path, sig: signal.Signals, only_one: bool) -> int:
@@ -51,9 +48,11 @@ def interrupt(command: list[str], out: Path, sig: signal.Signals, only_one: bool
     return proc.returncode
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("launcher", "sig", "only_one"), [
     ("none", signal.SIGTERM, False),
-    ("mpirun", signal.SIGUSR1, True),  # one rank signalled: all ranks agree to stop
+    # one rank signalled: all ranks agree to stop
+    pytest.param("mpirun", signal.SIGUSR1, True, marks=pytest.mark.multirank),
 ])
 def test_signal_checkpoints_and_resume_matches(root: Path, tmp_path: Path, launcher: str,
                                                sig: signal.Signals, only_one: bool) -> None:

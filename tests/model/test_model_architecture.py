@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from deepcam_hvd.model import MODEL_NAMES, DeepLabV3Plus, build_model
-from deepcam_hvd.model.aspp import ASPP
+from deepcam_hvd.model.aspp import ASPP, TrainableAffine
 
 MANIFEST = Path(__file__).with_name("reference_state_dict.json")
 REFERENCE_PARAMS = 56_454_720
@@ -159,3 +159,12 @@ def test_pooled_branch_follows_feature_map() -> None:
             want = aspp.relu(aspp.bn(aspp.conv(torch.cat([*branches, pooled], dim=1))))
         assert got.shape == (2, 4, h, w)
         torch.testing.assert_close(got, want, rtol=0, atol=1e-6)
+
+
+def test_layers_are_plain_torch_modules(small_model: nn.Module) -> None:
+    # every computing layer is torch.nn's own, as in the reference (whose ASPP pooled branch
+    # has the same per-channel affine): no execution switch decides anything inside the model
+    leaves = {type(m) for m in small_model.modules() if not list(m.children())}
+    assert {t for t in leaves if not t.__module__.startswith("torch.nn.")} == {TrainableAffine}
+    assert {t.__name__ for t in leaves} == {
+        "AdaptiveAvgPool2d", "BatchNorm2d", "Conv2d", "ConvTranspose2d", "ReLU", "TrainableAffine"}

@@ -39,3 +39,22 @@ def run_agreed(backend: Backend, step: Callable[[], T]) -> T | None:
         error = f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": ")
     agree(backend, error)
     return result
+
+
+def run_on_root(backend: Backend, action: Callable[[], None], what: str) -> None:
+    """Collective: run ``action`` on rank 0 only, then fail on every rank if it failed there.
+
+    For rank-0 work that peers must not wait on alone (output directory, checkpoint writes).
+    An OSError becomes one line naming its file, or ``what`` when it names none.
+    """
+    error: str | None = None
+    if backend.is_root:
+        try:
+            action()
+        except DeepcamError as exc:
+            error = str(exc)
+        except OSError as exc:
+            error = f"{getattr(exc, 'filename', '') or what}: {exc.strerror or exc}"
+    error = backend.broadcast_object(error, root=0)
+    if error is not None:
+        raise DataError(error)

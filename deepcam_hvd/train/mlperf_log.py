@@ -69,6 +69,23 @@ class MLPerfLog:
         if self.active:
             self._log.end(key=key, value=value, metadata=metadata or {})
 
+    def train_figures(self, epoch: int, step_num: int, lr: float, iou: float,
+                      loss: float) -> None:
+        """The reference's training keys (its step count is in local batches, not updates)."""
+        where = {"epoch_num": epoch, "step_num": step_num}
+        self.event("learning_rate", lr, metadata=where)
+        self.event("train_accuracy", iou, metadata=where)
+        self.event("train_loss", loss, metadata=where)
+
+    def evaluation(self, epoch: int, step_num: int, iou: float, loss: float,
+                   first_at_target: float | None) -> None:
+        """The reference's validation keys; ``target_accuracy_reached`` the first time."""
+        where = {"epoch_num": epoch, "step_num": step_num}
+        self.event("eval_accuracy", iou, metadata=where)
+        self.event("eval_loss", loss, metadata=where)
+        if first_at_target is not None:
+            self.event("target_accuracy_reached", first_at_target, metadata=where)
+
 
 def division_for(cfg: TrainConfig, train_samples: int, eval_samples: int,
                  world_size: int) -> str:
@@ -140,3 +157,10 @@ def log_hyperparameters(log: MLPerfLog, cfg: TrainConfig, world_size: int) -> No
     else:
         log.event("scheduler_t_max", sched.t_max)
         log.event("scheduler_eta_min", sched.eta_min)
+
+
+def describe_platform(node_cores: int, device_type: str) -> str:
+    """A default ``submission_platform``: this node's cores, processor and device kind."""
+    import platform
+
+    return f"{node_cores}-core {platform.processor() or platform.machine()} ({device_type})"

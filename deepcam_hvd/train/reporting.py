@@ -131,6 +131,17 @@ class Reporter:
             for key, value in values.items():
                 self._writer.add_scalar(key, value, step)
 
+    def epoch(self, step: int, epoch: int, loss: float, samples_per_s: float, data_wait: float,
+              comm_wait: float, iou: float, eval_loss: float) -> None:
+        """One epoch's TensorBoard scalars and its line on stdout."""
+        self.scalars(step, {
+            "eval/iou": iou, "eval/loss": eval_loss, "train/epoch_loss": loss,
+            "train/epoch_samples_per_s": samples_per_s, "train/data_wait_fraction": data_wait,
+            "train/comm_wait_fraction": comm_wait})
+        self.message(f"epoch {epoch}: train loss {loss:.4f}, eval loss {eval_loss:.4f}, "
+                     f"eval IoU {iou:.4f}, {samples_per_s:.2f} samples/s, data wait "
+                     f"{100 * data_wait:.1f}%, allreduce wait {100 * comm_wait:.1f}%")
+
     def message(self, text: str) -> None:
         """Print a line on stdout without breaking the progress bar (which is on stderr)."""
         if not self.active:

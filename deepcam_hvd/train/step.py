@@ -12,6 +12,8 @@ from collections.abc import Callable
 
 import torch
 
+from deepcam_hvd.errors import DataError
+from deepcam_hvd.train.metric import batch_iou
 from deepcam_hvd.train.precision import autocast
 
 
@@ -36,6 +38,26 @@ def forward_loss(forward: Callable[[torch.Tensor], torch.Tensor], criterion: tor
     """The (undivided) loss of a local batch (see :func:`forward_with_logits`)."""
     return forward_with_logits(forward, criterion, data, label, device, precision,
                                channels_last)[0]
+
+
+def train_local_batch(forward: Callable[[torch.Tensor], torch.Tensor],
+                      criterion: torch.nn.Module, data: torch.Tensor, label: torch.Tensor,
+                      device: torch.device, precision: str, channels_last: bool,
+                      accumulation: int, scaler: torch.amp.GradScaler | None, step: int,
+                      with_iou: bool = False) -> tuple[float, float | None]:
+    """Forward and backward of one local batch: its (undivided) loss and, ``with_iou``, its
+    IoU (the reference logs the last batch's as ``train_accuracy``).
+
+    A non-finite loss stops the run with one line naming the optimizer step.
+    """
+    loss, logits = forward_with_logits(forward, criterion, data, label, device, precision,
+                                       channels_last)
+    if not torch.isfinite(loss):
+        raise DataError(f"training loss became {loss.item()} at step {step}"
+                        " (diverged, or NaN/Inf in the input data)")
+    backward(loss, accumulation, scaler)
+    iou = float(batch_iou(logits.detach(), label.to(logits.device))) if with_iou else None
+    return float(loss.detach()), iou
 
 
 def backward(loss: torch.Tensor, accumulation: int = 1,

@@ -4,12 +4,12 @@ Every rank runs every line; rank-0-only work (logs, progress, files) sits in obj
 inactive elsewhere, so no collective is ever inside a rank-0 branch. Checkpoints
 (``checkpointing.py``), validation (``evaluation.py``) and the MLPerf log (``mlperf_log.py``)
 are components the loop calls; elastic training is the same loop with other ``hooks``.
+About 330 lines on purpose: set-up and the loop read top to bottom in one file.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import platform
 import time
 from pathlib import Path
 
@@ -21,7 +21,7 @@ from deepcam_hvd.data.cache import clear_page_cache
 from deepcam_hvd.data.loader import Loaders, LoaderSettings, build_loaders
 from deepcam_hvd.data.stage import stage_dataset
 from deepcam_hvd.distributed.agreement import run_on_root
-from deepcam_hvd.errors import ConfigError, DataError
+from deepcam_hvd.errors import ConfigError
 from deepcam_hvd.model import build_model, convert_batchnorm
 from deepcam_hvd.runtime import Runtime
 from deepcam_hvd.train import mlperf_log as mlp
@@ -29,15 +29,15 @@ from deepcam_hvd.train.checkpointing import Checkpointer, checkpoint_seed
 from deepcam_hvd.train.evaluation import Validator
 from deepcam_hvd.train.hooks import RunHooks
 from deepcam_hvd.train.loss import WeightedCrossEntropy
-from deepcam_hvd.train.metric import NUM_CLASSES, batch_iou
+from deepcam_hvd.train.metric import NUM_CLASSES
 from deepcam_hvd.train.optim import build_optimizer
 from deepcam_hvd.train.precision import grad_scaler
-from deepcam_hvd.train.progress import EpochFigures, EpochProgress, Position
+from deepcam_hvd.train.progress import EpochProgress, Position
 from deepcam_hvd.train.reporting import Reporter, RunSummary
 from deepcam_hvd.train.schedule import build_scheduler
 from deepcam_hvd.train.seed import run_seed
 from deepcam_hvd.train.signals import StopAgreement, StopRequest
-from deepcam_hvd.train.step import backward, forward_with_logits, optimizer_step
+from deepcam_hvd.train.step import optimizer_step, train_local_batch
 
 
 class Trainer:
@@ -129,8 +129,8 @@ class Trainer:
         division = mlp.division_for(cfg, loaders.train_samples, loaders.validation_samples,
                                     b.size)
         accelerators = b.local_size if self.device.type == "cuda" else 0
-        mlp.log_submission(self.log, cfg, division, cfg.platform or self._platform(),
-                           self.summary.nodes, accelerators)
+        platform = cfg.platform or mlp.describe_platform(self.node_cores, self.device.type)
+        mlp.log_submission(self.log, cfg, division, platform, self.summary.nodes, accelerators)
         mlp.log_hyperparameters(self.log, cfg, b.size)
         self.log.event("train_samples", loaders.train_samples)
         self.log.event("eval_samples", loaders.validation_samples)
@@ -233,7 +233,12 @@ class Trainer:
                 batch = next(batches)
                 p.wait_s += time.perf_counter() - fetch
                 last = micro == accum - 1 and (logging_step or p.steps_done == steps - 1)
-                loss = self.forward_backward(batch.data, batch.label, accum, last)
+                loss, iou = train_local_batch(
+                    self.forward, self.criterion, batch.data, batch.label, self.device,
+                    cfg.precision, cfg.channels_last, accum, self.scaler, self.position.step,
+                    with_iou=last)
+                if iou is not None:  # the last batch's figures, as the reference logs them
+                    p.last_loss, p.last_iou = loss, iou
                 p.loss_sum, p.loss_count = p.loss_sum + loss, p.loss_count + 1
                 window_loss, window_count = window_loss + loss, window_count + 1
             p.comm_wait_s += optimizer_step(self.optimizer, self.scaler)
@@ -251,7 +256,7 @@ class Trainer:
                 self.reporter.scalars(self.position.step, {
                     "train/loss": window_mean, "train/samples_per_s": rate,
                     "train/lr": p.last_lr})
-                self.log_train_figures(epoch, p.last_lr, last_iou, last_loss)
+                self.log.train_figures(epoch, self.step_num, p.last_lr, last_iou, last_loss)
                 window_loss, window_count, window_start = 0.0, 0, time.perf_counter()
             self.reporter.advance(1, self.position.step, p.loss_sum / p.loss_count,
                                   p.loss_count * cfg.local_batch_size * b.size / p.seconds,
@@ -261,26 +266,6 @@ class Trainer:
             self.hooks.after_step(self, steps)
         return True
 
-    def forward_backward(self, data: torch.Tensor, label: torch.Tensor, accum: int,
-                         keep_figures: bool = False) -> float:
-        """Forward and backward of one local batch; returns its (undivided) loss.
-
-        With ``keep_figures`` the batch's loss and IoU are kept as the "last batch" figures
-        the reference logs (``train_loss``, ``train_accuracy``).
-        """
-        cfg = self.cfg
-        loss, logits = forward_with_logits(self.forward, self.criterion, data, label,
-                                           self.device, cfg.precision, cfg.channels_last)
-        if not torch.isfinite(loss):
-            raise DataError(f"training loss became {loss.item()} at step {self.position.step}"
-                            " (diverged, or NaN/Inf in the input data)")
-        backward(loss, accum, self.scaler)
-        value = float(loss.detach())
-        if keep_figures:
-            self.progress.last_loss = value
-            self.progress.last_iou = float(batch_iou(logits.detach(), label.to(logits.device)))
-        return value
-
     def end_epoch(self, epoch: int) -> float:
         """Close the epoch's totals, validate, log and record it; return the validation IoU."""
         assert self.loaders is not None
@@ -289,47 +274,31 @@ class Trainer:
             len(self.loaders.train.reader.skipped), "sum"))
         self.progress = EpochProgress()
         self.summary.epoch_times_s.append(figures.seconds)
-        self.log_train_figures(epoch, figures.last_lr, figures.last_iou, figures.last_loss)
-        where = {"epoch_num": epoch,
-                 "step_num": self.position.step * self.cfg.gradient_accumulation_frequency}
-        self.log.end("epoch_stop", metadata=where)
+        f = figures
+        self.log.train_figures(epoch, self.step_num, f.last_lr, f.last_iou, f.last_loss)
+        self.log.end("epoch_stop", metadata={"epoch_num": epoch, "step_num": self.step_num})
         self.position.epoch = epoch
 
         self.log.start("eval_start", metadata={"epoch_num": epoch})
         iou, eval_loss = self.validate(self.model, self.forward)
-        self.log.event("eval_accuracy", iou, metadata=where)
-        self.log.event("eval_loss", eval_loss, metadata=where)
-        if iou >= self.cfg.target_iou and not self.summary.converged:
-            self.log.event("target_accuracy_reached", self.cfg.target_iou, metadata=where)
+        s, target = self.summary, self.cfg.target_iou
+        first = iou >= target and not s.converged
+        self.log.evaluation(epoch, self.step_num, iou, eval_loss, target if first else None)
         self.log.end("eval_stop", metadata={"epoch_num": epoch})
-        self._record_epoch(epoch, figures, iou, eval_loss, time.perf_counter() - self.run_start)
+        s.steps = self.position.step
+        s.record_epoch(f.loss, f.samples_per_s, f.data_wait_fraction, f.comm_wait_fraction,
+                       iou, eval_loss)
+        if first:
+            s.converged, s.epochs_to_target = True, epoch
+            s.time_to_target_s = time.perf_counter() - self.run_start
+        self.reporter.epoch(self.position.step, epoch, f.loss, f.samples_per_s,
+                            f.data_wait_fraction, f.comm_wait_fraction, iou, eval_loss)
         return iou
 
-    def log_train_figures(self, epoch: int, lr: float, iou: float, loss: float) -> None:
-        """The reference's training keys, at its step count (local batches, not updates)."""
-        where = {"epoch_num": epoch,
-                 "step_num": self.position.step * self.cfg.gradient_accumulation_frequency}
-        self.log.event("learning_rate", lr, metadata=where)
-        self.log.event("train_accuracy", iou, metadata=where)
-        self.log.event("train_loss", loss, metadata=where)
-
-    def _record_epoch(self, epoch: int, figures: EpochFigures, iou: float, eval_loss: float,
-                      elapsed: float) -> None:
-        s = self.summary
-        s.steps = self.position.step
-        s.record_epoch(figures.loss, figures.samples_per_s, figures.data_wait_fraction,
-                       figures.comm_wait_fraction, iou, eval_loss)
-        if iou >= self.cfg.target_iou and not s.converged:
-            s.converged, s.epochs_to_target, s.time_to_target_s = True, epoch, elapsed
-        self.reporter.scalars(self.position.step, {
-            "eval/iou": iou, "eval/loss": eval_loss, "train/epoch_loss": figures.loss,
-            "train/epoch_samples_per_s": figures.samples_per_s,
-            "train/data_wait_fraction": figures.data_wait_fraction,
-            "train/comm_wait_fraction": figures.comm_wait_fraction})
-        self.message(f"epoch {epoch}: train loss {figures.loss:.4f}, eval loss "
-                      f"{eval_loss:.4f}, eval IoU {iou:.4f}, {figures.samples_per_s:.2f} "
-                      f"samples/s, data wait {100 * figures.data_wait_fraction:.1f}%, "
-                      f"allreduce wait {100 * figures.comm_wait_fraction:.1f}%")
+    @property
+    def step_num(self) -> int:
+        """The reference's step count: local batches, not optimizer updates."""
+        return self.position.step * self.cfg.gradient_accumulation_frequency
 
     # ---- components and helpers -----------------------------------------------------------
     def save(self) -> None:
@@ -342,10 +311,6 @@ class Trainer:
         probe = self.out / f".write-test-{self.backend.size}"
         probe.write_text("ok")
         probe.unlink()
-
-    def _platform(self) -> str:
-        cpu = platform.processor() or platform.machine()
-        return f"{self.node_cores}-core {cpu} ({self.device.type})"
 
     def message(self, text: str) -> None:
         """Print a line on rank 0 (through the progress bar while it runs)."""

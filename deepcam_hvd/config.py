@@ -18,8 +18,8 @@ from typing import Any, Literal, get_args, get_type_hints
 import tomllib
 
 from deepcam_hvd.errors import ConfigError
+from deepcam_hvd.workloads.deepcam import NUM_CHANNELS, TARGET_IOU, samples_per_update
 
-NUM_CHANNELS = 16
 ADAM_EPS = 1e-6  # fixed by the MLPerf HPC rules
 
 OptimizerName = Literal["Adam", "AdamW", "LAMB"]
@@ -95,7 +95,7 @@ class TrainConfig:
     lr_warmup_steps: int = 0
     lr_warmup_factor: float = 1.0
     lr_schedule: LRSchedule = field(default_factory=LRSchedule)
-    target_iou: float = 0.82
+    target_iou: float = TARGET_IOU
     stop_at_target: bool = True
     batchnorm_group_size: int = 1
     seed: int = 0  # 0: not given; the run draws a fresh one from the clock
@@ -160,7 +160,7 @@ def fit_to_world(cfg: TrainConfig, world_size: int, local_given: bool) -> TrainC
     """Derive the local batch from ``global_batch_size`` (if set) for ``world_size`` ranks."""
     if cfg.global_batch_size <= 0:
         return cfg
-    per_sample = world_size * cfg.gradient_accumulation_frequency
+    per_sample = samples_per_update(1, world_size, cfg.gradient_accumulation_frequency)
     if cfg.global_batch_size % per_sample:
         raise ConfigError(
             f"--global_batch_size {cfg.global_batch_size} is not divisible by {world_size} "

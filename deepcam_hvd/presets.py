@@ -15,8 +15,9 @@ from typing import Any
 
 from deepcam_hvd.config import LRSchedule, TrainConfig
 from deepcam_hvd.errors import ConfigError
+from deepcam_hvd.workloads.deepcam import NUM_CHANNELS, samples_per_update
 
-ALL_CHANNELS = list(range(16))
+ALL_CHANNELS = list(range(NUM_CHANNELS))
 
 _LAMB = {"optimizer": "LAMB", "weight_decay": 0.01, "optimizer_betas": [0.9, 0.999],
          "gradient_accumulation_frequency": 1, "batchnorm_group_size": 1, "target_iou": 0.82}
@@ -123,8 +124,8 @@ def rule_violations(rules: str, cfg: TrainConfig, world_size: int) -> list[str]:
         raise ConfigError(f"--rules {rules!r} is not known; choose one of {', '.join(RULES)}")
     rule = RULES[rules]
     values = cfg.to_dict()
-    values["global_batch_size"] = (cfg.local_batch_size * cfg.gradient_accumulation_frequency
-                                   * world_size)
+    values["global_batch_size"] = samples_per_update(
+        cfg.local_batch_size, world_size, cfg.gradient_accumulation_frequency)
     found = []
     for key, want in rule.fixed.items():
         if key == "lr_schedule":

@@ -24,8 +24,8 @@ from deepcam_hvd.model import build_model
 from deepcam_hvd.train.loss import WeightedCrossEntropy
 from deepcam_hvd.train.optim import build_optimizer
 from deepcam_hvd.train.step import backward, forward_loss, optimizer_step
+from deepcam_hvd.workloads.deepcam import NUM_CLASSES
 
-NUM_CLASSES = 3
 #: Share of each class among the synthetic label pixels (background, TC, AR), as in real data.
 LABEL_SHARES = (0.986, 0.001, 0.013)
 PHASES = ("forward", "backward", "comm_wait", "optimizer")

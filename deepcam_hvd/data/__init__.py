@@ -16,7 +16,9 @@ What the trainer calls::
 
 from __future__ import annotations
 
-from .layout import CHANNEL_NAMES, CLASS_NAMES, NUM_CHANNELS, NUM_CLASSES, list_split, stats_path
+from deepcam_hvd.workloads.deepcam import CHANNEL_NAMES, CLASS_NAMES, NUM_CHANNELS, NUM_CLASSES
+
+from .layout import list_split, stats_path
 from .loader import (
     Batch,
     Loaders,

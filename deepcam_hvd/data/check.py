@@ -19,14 +19,12 @@ import numpy as np
 
 from deepcam_hvd.distributed.base import Backend
 from deepcam_hvd.errors import DataError
+from deepcam_hvd.workloads.deepcam import CHANNEL_NAMES, NUM_CHANNELS, NUM_CLASSES
 
 from . import sharding
 from .layout import (
-    CHANNEL_NAMES,
     DATA_KEY,
     LABEL_KEY,
-    NUM_CHANNELS,
-    NUM_CLASSES,
     SPLITS,
     SplitFiles,
     list_split,

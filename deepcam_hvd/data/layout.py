@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Literal
 
 from deepcam_hvd.errors import DataError
+from deepcam_hvd.workloads.deepcam import CHANNEL_NAMES
 
 SampleFormat = Literal["hdf5", "npy"]
 
@@ -35,29 +36,7 @@ HDF5_SUFFIX = ".h5"
 NPY_DATA_SUFFIX = "-data.npy"
 NPY_LABEL_SUFFIX = "-label.npy"
 
-CHANNEL_NAMES = (
-    "TMQ",
-    "U850",
-    "V850",
-    "UBOT",
-    "VBOT",
-    "QREFHT",
-    "PS",
-    "PSL",
-    "T200",
-    "T500",
-    "PRECT",
-    "TS",
-    "TREFHT",
-    "Z1000",
-    "Z200",
-    "ZBOT",
-)
-NUM_CHANNELS = len(CHANNEL_NAMES)
 CHANNEL = {name: index for index, name in enumerate(CHANNEL_NAMES)}
-CLASS_NAMES = ("background", "tropical_cyclone", "atmospheric_river")
-NUM_CLASSES = len(CLASS_NAMES)
-FULL_SHAPE = (768, 1152)
 
 
 MANIFEST_FILE = "stage.json"

@@ -32,8 +32,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from deepcam_hvd.errors import ConfigError
+from deepcam_hvd.workloads.deepcam import NUM_CHANNELS
 
-from .layout import CHANNEL, NUM_CHANNELS, SPLITS
+from .layout import CHANNEL, SPLITS
 
 KM_PER_DEG = 111.195
 OMEGA = 7.292e-5

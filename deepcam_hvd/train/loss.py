@@ -5,8 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-# Pixel frequencies of background, tropical cyclone, atmospheric river in the full data set.
-CLASS_FREQUENCIES = (0.986267818390377, 0.0004578708870701058, 0.01327431072255291)
+from deepcam_hvd.workloads.deepcam import CLASS_FREQUENCIES
 
 
 def class_weights(frequencies: tuple[float, ...] = CLASS_FREQUENCIES) -> torch.Tensor:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-NUM_CLASSES = 3
+from deepcam_hvd.workloads.deepcam import NUM_CLASSES
 
 
 def per_sample_iou(prediction: torch.Tensor, label: torch.Tensor,

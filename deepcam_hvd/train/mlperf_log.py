@@ -12,9 +12,13 @@ from typing import Any
 
 from deepcam_hvd.config import ADAM_EPS, TrainConfig
 from deepcam_hvd.errors import ConfigError
+from deepcam_hvd.workloads.deepcam import (
+    BENCHMARK,
+    FULL_EVAL_SAMPLES,
+    FULL_TRAIN_SAMPLES,
+    logged_global_batch_size,
+)
 
-FULL_TRAIN_SAMPLES = 121266  # closed division requires the full data set
-FULL_EVAL_SAMPLES = 15158
 RULESET = "3.0.0"
 
 
@@ -114,7 +118,7 @@ def division_for(cfg: TrainConfig, train_samples: int, eval_samples: int,
 def log_submission(log: MLPerfLog, cfg: TrainConfig, division: str, platform: str,
                    nodes: int, accelerators_per_node: int) -> None:
     """The submission and system keys every HPC log needs."""
-    log.event("submission_benchmark", "deepcam")
+    log.event("submission_benchmark", BENCHMARK)
     log.event("submission_org", cfg.organization)
     log.event("submission_division", division)
     log.event("submission_status", cfg.submission_status)
@@ -132,7 +136,7 @@ def log_hyperparameters(log: MLPerfLog, cfg: TrainConfig, world_size: int) -> No
     """
     log.event("seed", cfg.seed)
     log.event("number_of_ranks", world_size)
-    log.event("global_batch_size", cfg.local_batch_size * world_size)
+    log.event("global_batch_size", logged_global_batch_size(cfg.local_batch_size, world_size))
     log.event("local_batch_size", cfg.local_batch_size)
     log.event("gradient_accumulation_frequency", cfg.gradient_accumulation_frequency)
     log.event("batchnorm_group_size", cfg.batchnorm_group_size)

@@ -38,6 +38,7 @@ from deepcam_hvd.train.schedule import build_scheduler
 from deepcam_hvd.train.seed import run_seed
 from deepcam_hvd.train.signals import StopAgreement, StopRequest
 from deepcam_hvd.train.step import optimizer_step, train_local_batch
+from deepcam_hvd.workloads.deepcam import samples_per_update
 
 
 class Trainer:
@@ -72,8 +73,8 @@ class Trainer:
     @property
     def global_batch_size(self) -> int:
         """Samples per optimizer step over all ranks."""
-        return (self.cfg.local_batch_size * self.cfg.gradient_accumulation_frequency
-                * self.backend.size)
+        return samples_per_update(self.cfg.local_batch_size, self.backend.size,
+                                  self.cfg.gradient_accumulation_frequency)
 
     # ---- set-up: everything inside MLPerf's logged init ------------------------------------
     def setup(self) -> None:

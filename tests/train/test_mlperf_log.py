@@ -11,13 +11,12 @@ from deepcam_hvd.config import TrainConfig, fit_to_world, resolve_config
 from deepcam_hvd.errors import ConfigError
 from deepcam_hvd.presets import preset
 from deepcam_hvd.train.mlperf_log import (
-    FULL_EVAL_SAMPLES,
-    FULL_TRAIN_SAMPLES,
     MLPerfLog,
     division_for,
     log_hyperparameters,
     log_submission,
 )
+from deepcam_hvd.workloads.deepcam import FULL_EVAL_SAMPLES, FULL_TRAIN_SAMPLES
 
 FULL = (FULL_TRAIN_SAMPLES, FULL_EVAL_SAMPLES)
 CLOSED_SCHEDULE = "type=multistep,milestones=800,decay_rate=0.1"

@@ -21,6 +21,7 @@ rm -rf "$OUT"
 OMP_NUM_THREADS=1 mpirun -np 2 "$BIN/deepcam-hvd" train --config jobs/demo.toml
 
 echo "== MLPerf HPC 3.0.0 compliance check of $OUT/mlperf.log"
+# run in $OUT: the checker's own log, compliance_checker.log, goes beside the run's log
 (cd "$OUT" && "$PY" -m mlperf_logging.compliance_checker --usage hpc --ruleset 3.0.0 \
-    mlperf.log | tail -3)
+    --log_output compliance_checker.log mlperf.log | tail -3)
 echo "outputs: $OUT/summary.json, $OUT/mlperf.log, $OUT/tensorboard/, $OUT/checkpoints/"

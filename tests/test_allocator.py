@@ -68,7 +68,9 @@ def test_active_allocator_reads_the_mapped_libraries(tmp_path: Path) -> None:
 
 
 @pytest.mark.skipif(find_jemalloc() is None, reason="libjemalloc2 is not installed")
-@pytest.mark.parametrize("launcher", ["none", "mpirun", "horovodrun-gloo"])
+@pytest.mark.parametrize("launcher", [
+    "none", pytest.param("mpirun", marks=pytest.mark.multirank),
+    pytest.param("horovodrun-gloo", marks=pytest.mark.multirank)])
 def test_command_runs_on_jemalloc(tmp_path: Path, launcher: str) -> None:
     out = tmp_path / "info.json"
     proc = run_ranks([DEEPCAM, "info", "--output", str(out)], launcher=launcher)

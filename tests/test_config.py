@@ -49,7 +49,7 @@ def test_file_then_command_line(tmp_path: Path) -> None:
     [
         ({"local_batch_size": 0}, 1, "--local_batch_size must be at least 1"),
         ({"start_lr": -1}, 1, "--start_lr must be a positive"),
-        ({"lr_warmup_factor": 0.5}, 1, "--lr_warmup_factor must be >= 1"),
+        ({"lr_warmup_factor": -1}, 1, "--lr_warmup_factor must be a number >= 0"),
         ({"channels": [0, 16]}, 1, r"--channels \[16\] out of range"),
         ({"batchnorm_group_size": 4}, 6, "--batchnorm_group_size 4 does not divide the 6"),
         ({"lr_schedule": "type=cosine_annealing"}, 1, "needs t_max > 0"),

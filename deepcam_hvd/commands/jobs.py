@@ -45,8 +45,9 @@ def list_systems() -> None:
 @click.option("--cpus-per-task", type=int, default=None, help="Cores per rank.")
 @click.option("--config", "config_file", default=None, metavar="FILE",
               help="Training settings file (TOML/YAML) passed to 'train --config'.")
-@click.option("--output-dir", default=None, metavar="DIR",
-              help="Training output directory (default runs/SYSTEM-Nn[-PRESET]).")
+@click.option("--output-root", "--output-dir", "output_root", default=None, metavar="DIR",
+              help="Where each job makes its own training directory, JOBNAME-JOBID "
+                   "(JOBNAME-TIME-PID without Slurm)  [default: runs]")
 @click.option("--job-name", default=None, help="Slurm job name.")
 @click.option("--venv", default=None, metavar="DIR",
               help="Virtual environment with deepcam-hvd (default: this one).")
@@ -66,7 +67,7 @@ def list_systems() -> None:
 def render_job(system: str, nodes: int, preset: str | None, data: str | None,
                time_limit: str | None, account: str | None, partition: str | None,
                qos: str | None, tasks_per_node: int | None, cpus_per_task: int | None,
-               config_file: str | None, output_dir: str | None, job_name: str | None,
+               config_file: str | None, output_root: str | None, job_name: str | None,
                venv: str | None, hosts: str | None, srun_mpi: str | None,
                modules: tuple[str, ...], signal_seconds: int, info_step: bool,
                out_file: str | None, train_args: tuple[str, ...]) -> None:
@@ -74,7 +75,7 @@ def render_job(system: str, nodes: int, preset: str | None, data: str | None,
     req = RenderRequest(
         system=system, nodes=nodes, preset=preset, data=data, time=time_limit,
         account=account, partition=partition, qos=qos, tasks_per_node=tasks_per_node,
-        cpus_per_task=cpus_per_task, config=config_file, output_dir=output_dir,
+        cpus_per_task=cpus_per_task, config=config_file, output_root=output_root,
         job_name=job_name, venv=venv, hosts=hosts, srun_mpi=srun_mpi,
         modules=list(modules) if modules else None, signal_seconds=signal_seconds,
         info_step=info_step, train_args=list(train_args))

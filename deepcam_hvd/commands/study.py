@@ -9,10 +9,12 @@ import click
 
 from deepcam_hvd.commands.options import runtime_options
 from deepcam_hvd.errors import ConfigError
+from deepcam_hvd.resources import resource
 from deepcam_hvd.study.model import Calibration
 
-DEFAULT_CALIBRATION = Path(__file__).resolve().parents[2] / "benchmarks" / "scaling" / \
-    "calibration.json"
+#: The calibration shipped with the package (a copy of benchmarks/scaling/calibration.json).
+DEFAULT_CALIBRATION = resource("scaling", "calibration.json")
+DEFAULT_CALIBRATION_NAME = "the packaged calibration (deepcam_hvd/resources/scaling)"
 
 
 def _ints(text: str, option: str) -> tuple[int, ...]:
@@ -145,13 +147,14 @@ def calibrate_cmd(out: str, steps: int, launch: str) -> None:
 
 
 def _calibration(path: str | None, required: bool) -> Calibration | None:
-    """The calibration file named, else the committed one (None if absent and optional)."""
+    """The calibration file named, else the packaged one (None if absent and optional)."""
     from deepcam_hvd.study.calibrate import load_calibration
 
-    file = Path(path) if path else DEFAULT_CALIBRATION
-    if not file.exists() and not required and path is None:
+    if path:
+        return load_calibration(Path(path))
+    if not DEFAULT_CALIBRATION.is_file() and not required:
         return None
-    return load_calibration(file)
+    return load_calibration(DEFAULT_CALIBRATION)
 
 
 @study.command("predict", context_settings={"show_default": True})
@@ -160,7 +163,7 @@ def _calibration(path: str | None, required: bool) -> Calibration | None:
 @click.option("--local-batch-size", type=int, default=1, help="Samples per rank and step.")
 @click.option("--ranks-per-node", type=int, default=None, help="Default: the system's.")
 @click.option("--calibration", default=None, metavar="FILE",
-              help=f"Calibration for CPU systems [default: {DEFAULT_CALIBRATION}].")
+              help=f"Calibration for CPU systems [default: {DEFAULT_CALIBRATION_NAME}].")
 @click.option("--cores-per-rank", type=int, default=None,
               help="CPU systems: cores a rank computes on (what-if; default: the system's).")
 @click.option("--thread-efficiency", type=float, default=None,
@@ -211,7 +214,7 @@ def predict_cmd(system: str, nodes: str, local_batch_size: int, ranks_per_node: 
 
 @study.command("compare")
 @click.option("--calibration", default=None, metavar="FILE",
-              help=f"Calibration for CPU systems [default: {DEFAULT_CALIBRATION}].")
+              help=f"Calibration for CPU systems [default: {DEFAULT_CALIBRATION_NAME}].")
 @click.option("--out", "out_file", type=click.Path(dir_okay=False), default=None,
               help="Also write the Markdown table here (and FILE.json beside it).")
 def compare_cmd(calibration: str | None, out_file: str | None) -> None:

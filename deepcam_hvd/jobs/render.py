@@ -4,6 +4,13 @@ Templates are shell scripts with ``{{name}}`` placeholders. ``{{name?}}`` is opt
 holding an empty optional placeholder is dropped whole (an ``#SBATCH --account=`` line with
 no account, a continuation line with no ``--mpi``). A placeholder alone on its line may expand
 to several lines (the ``module load`` block).
+
+Every script trains in a directory of its own under the output root: ``ROOT/JOBNAME-JOBID``
+for Slurm (a requeued job keeps its id and so resumes its own unfinished run with
+``--resume auto``; a new submission gets a new directory and a fresh run), and
+``ROOT/JOBNAME-TIMESTAMP-PID`` for the mpirun/horovodrun scripts. ``DEEPCAM_RUN_DIR=DIR``
+in the environment makes a script continue the run in DIR instead. Scripts pass no
+``--seed``: the trainer draws a fresh one per run (a resumed run takes it from its checkpoint).
 """
 
 from __future__ import annotations
@@ -18,11 +25,13 @@ from deepcam_hvd.config import read_config_file
 from deepcam_hvd.errors import ConfigError
 from deepcam_hvd.jobs.systems import System, jobs_dir
 from deepcam_hvd.presets import PRESETS
+from deepcam_hvd.resources import Traversable
 
 PLACEHOLDER = re.compile(r"\{\{\s*([a-z_]+)(\?)?\s*\}\}")
 TIME = re.compile(r"^(?:(\d+)-)?(\d{1,3}):(\d{2}):(\d{2})$")
 SAFE_WORD = re.compile(r"^[A-Za-z0-9_.+-]+$")
 DEFAULT_SIGNAL_S = 300
+DEFAULT_OUTPUT_ROOT = "runs"
 
 
 @dataclass
@@ -40,7 +49,7 @@ class RenderRequest:
     tasks_per_node: int | None = None
     cpus_per_task: int | None = None
     config: str | None = None
-    output_dir: str | None = None
+    output_root: str | None = None
     job_name: str | None = None
     venv: str | None = None
     hosts: str | None = None
@@ -147,7 +156,9 @@ def render_values(system: System, req: RenderRequest) -> dict[str, str]:
         data = str(workdir / data)
     run_name = f"{system.name}-{req.nodes}n" + (f"-{preset}" if preset else "")
     job_name = _word("--job-name", req.job_name or f"deepcam-{run_name}")
-    output_dir = req.output_dir or f"runs/{run_name}"
+    output_root = Path(req.output_root or DEFAULT_OUTPUT_ROOT)
+    if not output_root.is_absolute():
+        output_root = workdir / output_root
     modules = system.modules if req.modules is None else tuple(req.modules)
     hosts = req.hosts or ""
     if hosts and len(hosts.split(",")) != req.nodes:
@@ -178,7 +189,7 @@ def render_values(system: System, req: RenderRequest) -> dict[str, str]:
         "module_lines": "\n".join(f"module load {shlex.quote(m)}" for m in modules),
         "venv": shlex.quote(str(venv)),
         "data": shlex.quote(data),
-        "output_dir": shlex.quote(output_dir),
+        "output_root": shlex.quote(str(output_root)),
         "train_args": " ".join(shlex.quote(a) for a in _train_args(req, preset, run_name)),
         "srun_mpi_option": f"--mpi={_word('--srun-mpi', srun_mpi)}" if srun_mpi else "",
         "hosts": shlex.quote(hosts) if hosts else "",
@@ -195,7 +206,7 @@ def command_line(req: RenderRequest) -> str:
                           ("--partition", req.partition), ("--qos", req.qos),
                           ("--tasks-per-node", req.tasks_per_node),
                           ("--cpus-per-task", req.cpus_per_task), ("--config", req.config),
-                          ("--output-dir", req.output_dir), ("--job-name", req.job_name),
+                          ("--output-root", req.output_root), ("--job-name", req.job_name),
                           ("--hosts", req.hosts), ("--srun-mpi", req.srun_mpi)):
         if value is not None:
             parts += [option, str(value)]
@@ -226,7 +237,7 @@ def fill(template: str, values: dict[str, str]) -> str:
     return "\n".join(out) + "\n"
 
 
-def render(system: System, req: RenderRequest, templates: Path | None = None) -> str:
+def render(system: System, req: RenderRequest, templates: Traversable | None = None) -> str:
     """The job script for ``req`` on ``system``."""
     values = render_values(system, req)
     path = (templates or jobs_dir() / "templates") / system.template

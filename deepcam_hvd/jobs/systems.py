@@ -1,4 +1,5 @@
-"""System descriptions (``jobs/systems.toml``): job layout for templates, hardware for the model."""
+"""System descriptions (``systems.toml``, shipped in ``deepcam_hvd/resources/jobs/``): job layout
+for templates, hardware for the scaling model."""
 
 from __future__ import annotations
 
@@ -10,19 +11,21 @@ from typing import Any
 import tomllib
 
 from deepcam_hvd.errors import ConfigError
+from deepcam_hvd.resources import Traversable, resource
 
 LAUNCHERS = ("slurm", "mpirun", "horovodrun", "none")
 
 
-def jobs_dir() -> Path:
-    """The ``jobs/`` directory: ``$DEEPCAM_HVD_JOBS_DIR`` or the one beside the package."""
+def jobs_dir() -> Traversable:
+    """The folder with ``systems.toml`` and ``templates/``: ``$DEEPCAM_HVD_JOBS_DIR`` if set,
+    else the copy shipped in the package (``deepcam_hvd/resources/jobs``)."""
     env = os.environ.get("DEEPCAM_HVD_JOBS_DIR")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "jobs"
+    return Path(env) if env else resource("jobs")
 
 
 @dataclass(frozen=True)
 class Hardware:
-    """What the scaling model needs to know about a system (see jobs/systems.toml)."""
+    """What the scaling model needs to know about a system (see systems.toml)."""
 
     accelerator: str = "cpu"
     samples_per_s_per_rank: float = 0.0  # accelerators: training rate of the full model
@@ -80,7 +83,7 @@ class System:
         return chosen
 
 
-def _build(name: str, raw: dict[str, Any], where: Path) -> System:
+def _build(name: str, raw: dict[str, Any], where: Traversable) -> System:
     known = {f.name for f in fields(System)} - {"name"}
     unknown = sorted(set(raw) - known)
     if unknown:
@@ -104,8 +107,8 @@ def _build(name: str, raw: dict[str, Any], where: Path) -> System:
     return system
 
 
-def load_systems(path: Path | None = None) -> dict[str, System]:
-    """Read every system of ``jobs/systems.toml`` (or ``path``), in file order."""
+def load_systems(path: Traversable | None = None) -> dict[str, System]:
+    """Read every system of the packaged ``systems.toml`` (or ``path``), in file order."""
     path = path or jobs_dir() / "systems.toml"
     try:
         raw = tomllib.loads(path.read_text())
@@ -116,7 +119,7 @@ def load_systems(path: Path | None = None) -> dict[str, System]:
     return {name: _build(name, entry, path) for name, entry in raw.items()}
 
 
-def get_system(name: str, path: Path | None = None) -> System:
+def get_system(name: str, path: Traversable | None = None) -> System:
     """The named system, or a ConfigError listing the known ones."""
     systems = load_systems(path)
     if name not in systems:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from deepcam_hvd.errors import ConfigError
+from deepcam_hvd.resources import Traversable
 from deepcam_hvd.study.launch import run_ranks
 from deepcam_hvd.study.model import Calibration
 
@@ -74,7 +75,7 @@ def calibrate(out: Path, launch: str = "mpirun", steps: int = 3,
     return cal
 
 
-def load_calibration(path: Path) -> Calibration:
+def load_calibration(path: Traversable) -> Calibration:
     """Read a calibration.json written by :func:`calibrate`."""
     try:
         return Calibration(**json.loads(path.read_text()))

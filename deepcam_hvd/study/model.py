@@ -15,7 +15,8 @@ An epoch is ceil(train / (P b)) steps plus an evaluation of ceil(val / P) sample
 
 s comes from the system description for accelerators (published per-GPU rates) and from the
 rate measured on this machine for CPUs, scaled by the rank's cores, their speed and how well
-torch uses them (all in jobs/systems.toml, each marked measured, published or assumed).
+torch uses them (all in deepcam_hvd/resources/jobs/systems.toml, each marked measured,
+published or assumed).
 """
 
 from __future__ import annotations

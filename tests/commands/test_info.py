@@ -23,6 +23,7 @@ def test_single_process_is_local() -> None:
     assert rank["threads"] >= 1
 
 
+@pytest.mark.multirank
 @pytest.mark.parametrize(
     ("launcher", "expected_launcher", "controller"),
     [
@@ -47,6 +48,7 @@ def test_two_ranks_use_horovod(tmp_path: Path, launcher: str, expected_launcher:
         assert r["horovod_cycle_time_ms"] == "50"  # CPU ranks: long cycles, no stolen cores
 
 
+@pytest.mark.multirank
 def test_users_horovod_cycle_time_wins(tmp_path: Path) -> None:
     out = tmp_path / "info.json"
     proc = run_ranks([DEEPCAM, "info", "--output", str(out)], env={"HOROVOD_CYCLE_TIME": "7"})
@@ -54,6 +56,7 @@ def test_users_horovod_cycle_time_wins(tmp_path: Path) -> None:
     assert [r["horovod_cycle_time_ms"] for r in json.loads(out.read_text())["ranks"]] == ["7"] * 2
 
 
+@pytest.mark.multirank
 def test_threads_fill_the_node_without_oversubscribing(tmp_path: Path) -> None:
     out = tmp_path / "info.json"
     proc = run_ranks([DEEPCAM, "info", "--output", str(out)], env={"OMP_NUM_THREADS": "8"})
@@ -63,6 +66,7 @@ def test_threads_fill_the_node_without_oversubscribing(tmp_path: Path) -> None:
     assert sum(r["threads"] for r in ranks) <= max(cores, 2)
 
 
+@pytest.mark.multirank
 def test_torch_backend_under_mpirun(tmp_path: Path) -> None:
     out = tmp_path / "info.json"
     proc = run_ranks([DEEPCAM, "info", "--backend", "torch", "--output", str(out)])

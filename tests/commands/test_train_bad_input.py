@@ -11,8 +11,7 @@ import h5py
 import numpy as np
 import pytest
 
-from deepcam_hvd.data.synth_dataset import synthesize_dataset
-from deepcam_hvd.distributed.local import LocalBackend
+from tests.conftest import SynthRoot
 from tests.launch import DEEPCAM, run_ranks
 
 FAST = ["--model", "deeplab-xception-small", "--local_batch_size", "2", "--max_epochs", "1",
@@ -20,10 +19,8 @@ FAST = ["--model", "deeplab-xception-small", "--local_batch_size", "2", "--max_e
 
 
 @pytest.fixture(scope="module")
-def good_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("good")
-    synthesize_dataset(root, LocalBackend(), 8, 4, height=32, width=48, seed=2)
-    return root
+def good_root(synth_root: SynthRoot) -> Path:
+    return synth_root(8, 4, height=32, width=48, seed=2)
 
 
 def first_train_file(root: Path) -> Path:
@@ -99,7 +96,13 @@ CASES: dict[str, Callable[[Path], str]] = {
 }
 
 
-@pytest.mark.parametrize("case", sorted(CASES))
+# NaN and bad labels are found by the reader in the first epoch, after start-up: slow
+FOUND_WHILE_TRAINING = ("label", "nan")
+
+
+@pytest.mark.parametrize("case", [
+    pytest.param(case, marks=pytest.mark.slow) if case in FOUND_WHILE_TRAINING else case
+    for case in sorted(CASES)])
 def test_bad_data_is_one_clear_line(case: str, good_root: Path, tmp_path: Path) -> None:
     root = tmp_path / "data"
     shutil.copytree(good_root, root)
@@ -113,6 +116,7 @@ def test_bad_data_is_one_clear_line(case: str, good_root: Path, tmp_path: Path) 
     assert expected in lines[0]
 
 
+@pytest.mark.multirank
 def test_bad_file_on_one_of_two_ranks_stops_both(good_root: Path, tmp_path: Path) -> None:
     root = tmp_path / "data"
     shutil.copytree(good_root, root)
@@ -126,6 +130,7 @@ def test_bad_file_on_one_of_two_ranks_stops_both(good_root: Path, tmp_path: Path
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow  # trains
 def test_skip_bad_files_counts_and_continues(good_root: Path, tmp_path: Path) -> None:
     root = tmp_path / "data"
     shutil.copytree(good_root, root)
@@ -150,6 +155,7 @@ def test_unwritable_output_dir(good_root: Path, tmp_path: Path) -> None:
     assert len(proc.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.slow  # trains
 def test_disk_full_during_save(good_root: Path, tmp_path: Path) -> None:
     """A 3 MB file system holds the logs but not the ~13 MB checkpoint."""
     mount = tmp_path / "small"

@@ -12,8 +12,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from deepcam_hvd.data.synth_dataset import synthesize_dataset
-from deepcam_hvd.distributed.local import LocalBackend
+from tests.conftest import SynthRoot
 from tests.launch import DEEPCAM, ROOT, VENV_BIN, rank_processes
 
 DISCOVER = ROOT / "jobs" / "elastic" / "discover_hosts.sh"
@@ -21,10 +20,8 @@ TIMEOUT_S = 300
 
 
 @pytest.fixture(scope="module")
-def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("elastic")
-    synthesize_dataset(path, LocalBackend(), 24, 8, height=64, width=96, seed=4)
-    return path
+def root(synth_root: SynthRoot) -> Path:
+    return synth_root(24, 8, height=64, width=96, seed=4)
 
 
 def _discovery_script(tmp_path: Path) -> Path:
@@ -46,6 +43,8 @@ def _rank(proc: psutil.Process) -> int | None:
         return None
 
 
+@pytest.mark.multirank
+@pytest.mark.slow
 def test_lost_worker_training_continues_to_target(root: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
     log = tmp_path / "job.log"

@@ -13,19 +13,17 @@ from pathlib import Path
 import psutil
 import pytest
 
-from deepcam_hvd.data.synth_dataset import synthesize_dataset
-from deepcam_hvd.distributed.local import LocalBackend
 from deepcam_hvd.train.checkpoint import latest_valid_checkpoint, list_checkpoints, load_checkpoint
+from tests.conftest import SynthRoot
 from tests.launch import DEEPCAM, LAUNCHERS, ROOT, rank_processes
 
 
 @pytest.fixture(scope="module")
-def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("faults")
-    synthesize_dataset(path, LocalBackend(), 16, 4, height=64, width=96, seed=4)
-    return path
+def root(synth_root: SynthRoot) -> Path:
+    return synth_root(16, 4, height=64, width=96, seed=4)
 
 
+@pytest.mark.multirank
 @pytest.mark.parametrize("launcher", ["mpirun", "horovodrun-gloo"])
 def test_killed_rank_stops_the_job_within_60s(root: Path, tmp_path: Path, launcher: str) -> None:
     out = tmp_path / "run"
@@ -71,6 +69,7 @@ SAVER = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_kill_during_save_never_breaks_the_newest_checkpoint(tmp_path: Path) -> None:
     """SIGKILL a process that saves 16 MB checkpoints back to back, at several moments."""
     out = tmp_path / "ckpt"

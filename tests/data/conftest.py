@@ -11,8 +11,7 @@ import pytest
 
 from deepcam_hvd.data.layout import DATA_KEY, LABEL_KEY
 from deepcam_hvd.data.stats import Stats, write_stats
-from deepcam_hvd.data.synth_dataset import synthesize_dataset
-from deepcam_hvd.distributed.local import LocalBackend
+from tests.conftest import SynthRoot
 
 SMALL = (32, 48)
 
@@ -47,11 +46,9 @@ def simple_stats(root: Path, channels: int = 16) -> Stats:
 
 
 @pytest.fixture(scope="session")
-def small_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def small_root(synth_root: SynthRoot) -> Path:
     """A synthetic 32x48 root: 10 train, 5 validation samples (do not modify: copy first)."""
-    root = tmp_path_factory.mktemp("small") / "root"
-    synthesize_dataset(root, LocalBackend(), 10, 5, height=SMALL[0], width=SMALL[1], seed=5)
-    return root
+    return synth_root(10, 5, height=SMALL[0], width=SMALL[1], seed=5)
 
 
 @pytest.fixture

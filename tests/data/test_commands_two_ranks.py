@@ -8,8 +8,11 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+import pytest
 
 from tests.launch import DEEPCAM, run_ranks
+
+pytestmark = pytest.mark.multirank
 
 SYNTH = ["data", "synth", "--train", "6", "--val", "3", "--height", "32", "--width", "48",
          "--seed", "21"]

@@ -6,6 +6,8 @@ import pytest
 
 from tests.launch import PYTHON, results, run_ranks
 
+pytestmark = pytest.mark.multirank
+
 WORKER = "tests/distributed/worker.py"
 COMBOS = [
     ("mpirun", "horovod"),

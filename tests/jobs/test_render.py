@@ -3,6 +3,7 @@ the real systems need, and bad input is one line of error, exit 2."""
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 from pathlib import Path
@@ -60,6 +61,7 @@ def test_every_template_renders_to_valid_bash(system: str, tmp_path: Path) -> No
     assert check.returncode == 0, check.stderr
     assert "deepcam-hvd train --data_dir" in script
     assert "--resume auto" in script
+    assert "--seed" not in script  # each run draws its own; a resumed one keeps its own
     commands = [line for line in script.splitlines() if not line.lstrip().startswith("#")]
     assert system == "horovodrun" or not any("horovodrun" in line for line in commands)
     if get_system(system).launcher == "slurm":
@@ -183,3 +185,103 @@ def test_fill_drops_empty_optional_lines_and_expands_blocks() -> None:
     assert out == "a=1\nx\ny\nend\n"
     with pytest.raises(ConfigError, match="unknown placeholder"):
         fill("{{nope}}", {})
+
+
+STUB_LAUNCHER = """#!/bin/bash
+# srun/mpirun/horovodrun stand-in: drop the launcher's own options, run the command on one rank
+while [ $# -gt 0 ] && [ "$1" != deepcam-hvd ]; do shift; done
+exec "$@"
+"""
+STUB_DEEPCAM = """#!/bin/bash
+# deepcam-hvd stand-in: record the arguments, one per line, one file per call
+printf '%s\\n' "$@" > "$(mktemp "$DEEPCAM_CALLS/call.XXXXXX")"
+"""
+
+
+def stub_venv(tmp_path: Path) -> Path:
+    """A --venv whose activate puts stand-ins for the launchers, ``module`` and ``deepcam-hvd``
+    first on PATH, so a rendered script runs here in a fraction of a second."""
+    venv = tmp_path / "venv"
+    bindir = venv / "bin"
+    bindir.mkdir(parents=True)
+    (bindir / "activate").write_text(f'export PATH="{bindir}:$PATH"\n')
+    stubs = {"srun": STUB_LAUNCHER, "mpirun": STUB_LAUNCHER, "horovodrun": STUB_LAUNCHER,
+             "module": "#!/bin/sh\nexit 0\n", "deepcam-hvd": STUB_DEEPCAM}
+    for name, text in stubs.items():
+        (bindir / name).write_text(text)
+        (bindir / name).chmod(0o755)
+    return venv
+
+
+def run_job(script: Path, tmp_path: Path, **env: str) -> list[str]:
+    """Run a rendered script on the stand-ins; the arguments of its ``deepcam-hvd train``."""
+    calls = tmp_path / "calls"
+    if calls.exists():
+        for old in calls.iterdir():
+            old.unlink()
+    calls.mkdir(exist_ok=True)
+    base = {k: v for k, v in os.environ.items()
+            if not k.startswith("SLURM_") and k != "DEEPCAM_RUN_DIR"}
+    proc = subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=60,
+                          cwd=tmp_path, env={**base, "DEEPCAM_CALLS": str(calls), **env})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    trains = [args for args in (f.read_text().splitlines() for f in calls.iterdir())
+              if args[:1] == ["train"]]
+    assert len(trains) == 1, trains
+    return trains[0]
+
+
+def option(args: list[str], name: str) -> str:
+    """The value after ``name`` in an argument list."""
+    return args[args.index(name) + 1]
+
+
+@pytest.mark.parametrize("system", RENDERABLE)
+def test_each_job_trains_in_its_own_directory(system: str, tmp_path: Path) -> None:
+    """A new submission never continues a finished run; a requeued job resumes its own."""
+    root = tmp_path / "runs"
+    script = tmp_path / "job.sh"
+    script.write_text(rendered(system, nodes=1, preset="", venv=str(stub_venv(tmp_path)),
+                               output_root=str(root), job_name="deepcam-t",
+                               info_step=False, workdir=str(tmp_path)))
+    if get_system(system).launcher == "slurm":
+        first = run_job(script, tmp_path, SLURM_JOB_NAME="deepcam-t", SLURM_JOB_ID="1001")
+        again = run_job(script, tmp_path, SLURM_JOB_NAME="deepcam-t", SLURM_JOB_ID="1002")
+        requeued = run_job(script, tmp_path, SLURM_JOB_NAME="deepcam-t", SLURM_JOB_ID="1001")
+        assert option(first, "--output_dir") == f"{root}/deepcam-t-1001"
+        assert option(again, "--output_dir") == f"{root}/deepcam-t-1002"
+        assert option(requeued, "--output_dir") == f"{root}/deepcam-t-1001"
+    else:  # mpirun / horovodrun: one directory per run of the script
+        first, again = run_job(script, tmp_path), run_job(script, tmp_path)
+        pattern = rf"{re.escape(str(root))}/deepcam-t-\d{{8}}T\d{{6}}Z-\d+"
+        assert re.fullmatch(pattern, option(first, "--output_dir")), first
+        assert re.fullmatch(pattern, option(again, "--output_dir")), again
+        assert option(first, "--output_dir") != option(again, "--output_dir")
+    assert (root / Path(option(first, "--output_dir")).name).is_dir()
+    for args in (first, again):
+        assert option(args, "--resume") == "auto"
+        assert option(args, "--data_dir") == "/data/deepcam"
+        assert "--seed" not in args
+    # continuing a given run is explicit
+    named = run_job(script, tmp_path, DEEPCAM_RUN_DIR=str(tmp_path / "mine"),
+                    SLURM_JOB_NAME="deepcam-t", SLURM_JOB_ID="1003")
+    assert option(named, "--output_dir") == str(tmp_path / "mine")
+    assert option(named, "--resume") == "auto"
+
+
+def test_output_root_defaults_to_runs_in_the_workdir(tmp_path: Path) -> None:
+    script = rendered("generic-cpu", nodes=1, workdir=str(tmp_path))
+    assert f"OUTPUT_ROOT={tmp_path.resolve()}/runs\n" in script
+    assert "OUTPUT_DIR=${DEEPCAM_RUN_DIR:-$OUTPUT_ROOT/$SLURM_JOB_NAME-$SLURM_JOB_ID}" in script
+    relative = rendered("generic-cpu", nodes=1, workdir=str(tmp_path), output_root="out/a")
+    assert f"OUTPUT_ROOT={tmp_path.resolve()}/out/a\n" in relative
+
+
+def test_output_dir_is_an_alias_of_output_root(tmp_path: Path) -> None:
+    for flag in ("--output-root", "--output-dir"):
+        code, out, err = cli("jobs", "render", "generic-cpu", "--nodes", "1", "--data", "/d",
+                             flag, str(tmp_path / "r"))
+        assert code == 0, err
+        assert f"OUTPUT_ROOT={tmp_path / 'r'}\n" in out
+        assert f"#   deepcam-hvd jobs render generic-cpu --nodes 1 --data /d --output-root " \
+               f"{tmp_path / 'r'}\n" in out

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from deepcam_hvd.data.synth_dataset import synthesize_dataset
-from deepcam_hvd.distributed.local import LocalBackend
 from tests.launch import DEEPCAM, ROOT, run_ranks
+
+pytestmark = [pytest.mark.slurm, pytest.mark.multirank, pytest.mark.slow]
 
 SETUP = ROOT / "backends" / "slurm" / "setup.sh"
 STOP = ROOT / "backends" / "slurm" / "stop.sh"
@@ -106,7 +106,7 @@ def test_generic_cpu_job_trains_to_target(slurm: None, tmp_path: Path) -> None:
     (tmp_path / "train.toml").write_text(TRAIN_TOML)
     render = sh([DEEPCAM, "jobs", "render", "generic-cpu", "--nodes", "1",
                  "--tasks-per-node", "2", "--cpus-per-task", "1", "--data", str(data),
-                 "--time", "00:20:00", "--config", "train.toml", "--output-dir", "run",
+                 "--time", "00:20:00", "--config", "train.toml", "--output-root", "run",
                  "--job-name", "deepcam-test", "-o", "job.sbatch"], cwd=tmp_path)
     assert render.returncode == 0, render.stderr
     submit = sh(["sbatch", "--parsable", "job.sbatch"], cwd=tmp_path)
@@ -120,22 +120,24 @@ def test_generic_cpu_job_trains_to_target(slurm: None, tmp_path: Path) -> None:
     assert "launcher slurm, backend horovod (mpi), 2 rank(s)" in log
     assert re.search(r"^\s+1\s+1/2\s", log, re.M)
 
-    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    run = tmp_path / "run" / f"deepcam-test-{job}"  # the job's own directory
+    assert [p.name for p in (tmp_path / "run").iterdir()] == [run.name]
+    summary = json.loads((run / "summary.json").read_text())
     assert summary["ranks"] == 2 and summary["global_batch_size"] == 4
     assert summary["converged"] is True and summary["eval_iou"][-1] >= 0.82
     checker = sh([sys.executable, "-m", "mlperf_logging.compliance_checker", "--usage", "hpc",
-                  "--ruleset", "3.0.0", str(tmp_path / "run" / "mlperf.log")], timeout=120,
-                 cwd=tmp_path)
+                  "--ruleset", "3.0.0", "--log_output", str(run / "compliance_checker.log"),
+                  str(run / "mlperf.log")], timeout=120, cwd=run)
     assert "SUCCESS" in checker.stdout + checker.stderr, checker.stdout + checker.stderr
+    assert "SUCCESS" in (run / "compliance_checker.log").read_text()
 
 
-def test_usr1_checkpoints_and_exits_75(slurm: None, tmp_path: Path) -> None:
+def test_usr1_checkpoints_and_exits_75(slurm: None, tiny_root: Path, tmp_path: Path) -> None:
     """What --signal=USR1@300 does near the time limit, sent now with scancel."""
-    data = tmp_path / "tiny"
-    synthesize_dataset(data, LocalBackend(), 8, 4, height=32, width=48, seed=5)
+    data = tiny_root
     render = sh([DEEPCAM, "jobs", "render", "generic-cpu", "--nodes", "1",
                  "--tasks-per-node", "2", "--cpus-per-task", "1", "--data", str(data),
-                 "--time", "00:20:00", "--output-dir", "run", "--job-name", "deepcam-sig",
+                 "--time", "00:20:00", "--output-root", "run", "--job-name", "deepcam-sig",
                  "--no-info", "-o", "job.sbatch", "--", "--model", "deeplab-xception-small",
                  "--max_epochs", "10000", "--local_batch_size", "2"], cwd=tmp_path)
     assert render.returncode == 0, render.stderr
@@ -154,6 +156,7 @@ def test_usr1_checkpoints_and_exits_75(slurm: None, tmp_path: Path) -> None:
     log = out.read_text()
     assert fields["ExitCode"] == "75:0", log[-2000:]
     assert "stopped before the time limit with a checkpoint" in log
-    assert list((tmp_path / "run" / "checkpoints").glob("*"))
-    assert json.loads((tmp_path / "run" / "summary.json").read_text())["stopped_by"] == \
-        "signal SIGUSR1"
+    run = tmp_path / "run" / f"deepcam-sig-{job}"
+    assert f"scontrol requeue {job}" in log and f"DEEPCAM_RUN_DIR={run} sbatch" in log
+    assert list((run / "checkpoints").glob("*"))
+    assert json.loads((run / "summary.json").read_text())["stopped_by"] == "signal SIGUSR1"

@@ -225,6 +225,7 @@ def _spawn(fn: Any, args: tuple[Any, ...], nprocs: int, timeout: float) -> None:
             pytest.fail(f"{nprocs}-process gloo test did not finish in {timeout} s")
 
 
+@pytest.mark.multirank  # spawns 2 gloo processes
 def test_two_ranks_match_batchnorm_over_whole_batch(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("GLOO_SOCKET_IFNAME", os.environ.get("GLOO_SOCKET_IFNAME", "lo"))
     monkeypatch.setenv("OMP_NUM_THREADS", "1")

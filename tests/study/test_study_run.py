@@ -6,14 +6,15 @@ import csv
 import json
 from pathlib import Path
 
-from deepcam_hvd.data.synth_dataset import synthesize_dataset
-from deepcam_hvd.distributed.local import LocalBackend
+import pytest
+
 from tests.launch import DEEPCAM, run_ranks
 
 
-def test_weak_series_on_one_and_two_ranks(tmp_path: Path) -> None:
-    data = tmp_path / "data"
-    synthesize_dataset(data, LocalBackend(), 8, 4, height=32, width=48, seed=5)
+@pytest.mark.multirank  # the study launches 2 ranks with mpirun
+@pytest.mark.slow
+def test_weak_series_on_one_and_two_ranks(tiny_root: Path, tmp_path: Path) -> None:
+    data = tiny_root  # 8 + 4 samples of 32x48
     out = tmp_path / "study"
     proc = run_ranks([DEEPCAM, "study", "run", "--out", str(out), "--kind", "weak",
                       "--ranks", "1,2", "--data", str(data),

@@ -65,6 +65,7 @@ def test_two_ranks_log_the_data_set_and_the_reference_keys(synth_root: SynthRoot
     assert values(recs, "eval_loss") == pytest.approx(summary["eval_loss"])
 
 
+@pytest.mark.slow  # three training runs
 def test_seed_fresh_per_run_kept_on_resume_and_never_zero(tiny_root: Path,
                                                           tmp_path: Path) -> None:
     runs = [train(["--data_dir", str(tiny_root), "--output_dir", str(tmp_path / f"r{i}"),
@@ -86,6 +87,7 @@ def test_seed_fresh_per_run_kept_on_resume_and_never_zero(tiny_root: Path,
                            "--seed out for a fresh seed from the clock\n")
 
 
+@pytest.mark.slow
 def test_finished_run_is_never_continued(tiny_root: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
     args = ["--data_dir", str(tiny_root), "--output_dir", str(out), "--target_iou", "0.01",
@@ -103,6 +105,7 @@ def test_finished_run_is_never_continued(tiny_root: Path, tmp_path: Path) -> Non
     assert not (out / "mlperf.1.log").exists()
 
 
+@pytest.mark.slow
 def test_fixed_epoch_run_goes_past_the_target(tiny_root: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
     proc = train(["--data_dir", str(tiny_root), "--output_dir", str(out), "--target_iou",

@@ -23,13 +23,22 @@ fi
 
 RUN_INFO={{info_step}}   # 1: first show how every rank is wired (deepcam-hvd info)
 DATA_DIR={{data}}
-OUTPUT_DIR={{output_dir}}
+OUTPUT_ROOT={{output_root}}
+# One directory per run of this script, so running it again never continues a finished run;
+# DEEPCAM_RUN_DIR=DIR continues the run in DIR (--resume auto) instead.
+OUTPUT_DIR=${DEEPCAM_RUN_DIR:-$OUTPUT_ROOT/{{job_name}}-$(date -u +%Y%m%dT%H%M%SZ)-$$}
 mkdir -p "$OUTPUT_DIR"
 echo "deepcam: $NP ranks over {{nodes}} node(s); outputs in $OUTPUT_DIR"
 if [ "$RUN_INFO" = 1 ]; then
     "${MPIRUN[@]}" deepcam-hvd info || exit $?   # one line per rank: layout, threads, binding
 fi
-# SIGTERM/SIGUSR1 to mpirun: every rank finishes its step, checkpoints and stops; run this
-# script again to continue (--resume auto).
+# SIGTERM/SIGUSR1 to mpirun: every rank finishes its step, checkpoints and stops; continue
+# with DEEPCAM_RUN_DIR set to this run's directory (--resume auto).
 "${MPIRUN[@]}" deepcam-hvd train --data_dir "$DATA_DIR" --output_dir "$OUTPUT_DIR" \
     --resume auto {{train_args}}
+rc=$?
+if [ $rc -ne 0 ]; then
+    echo "deepcam: training exited $rc; to continue this run from its last checkpoint:" \
+         "DEEPCAM_RUN_DIR=$OUTPUT_DIR bash $0"
+fi
+exit $rc

@@ -218,7 +218,7 @@ def predict_cmd(system: str, nodes: str, local_batch_size: int, ranks_per_node: 
 @click.option("--out", "out_file", type=click.Path(dir_okay=False), default=None,
               help="Also write the Markdown table here (and FILE.json beside it).")
 def compare_cmd(calibration: str | None, out_file: str | None) -> None:
-    """PREDICT the published DeepCAM results (REFERENCE.md) and compare."""
+    """PREDICT the published DeepCAM results (docs/REFERENCE.md) and compare."""
     from deepcam_hvd.jobs import load_systems
     from deepcam_hvd.study.published import compare, to_markdown
 

@@ -18,6 +18,7 @@ import numpy as np
 from deepcam_hvd.distributed.agreement import agree, run_agreed
 from deepcam_hvd.distributed.base import Backend
 from deepcam_hvd.errors import DataError
+from deepcam_hvd.files import atomic_path
 
 from . import sharding
 from .layout import (
@@ -42,10 +43,8 @@ class ConvertReport:
 
 def save_npy(path: Path, array: np.ndarray) -> int:
     """Save ``array`` to ``path`` atomically (temporary file, then rename); return its size."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as fh:
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
         np.save(fh, np.ascontiguousarray(array), allow_pickle=False)
-    os.replace(tmp, path)
     return path.stat().st_size
 
 
@@ -60,9 +59,8 @@ def convert_sample(src: SplitFiles, name: str, dst_dir: Path) -> int:
 
 def copy_atomic(src: Path, dst: Path) -> int:
     """Copy file ``src`` to ``dst`` through a temporary name; return the bytes copied."""
-    tmp = dst.with_name(f".{dst.name}.tmp{os.getpid()}")
-    shutil.copyfile(src, tmp)
-    os.replace(tmp, dst)
+    with atomic_path(dst) as tmp:
+        shutil.copyfile(src, tmp)
     return dst.stat().st_size
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Literal
 
 from deepcam_hvd.errors import DataError
+from deepcam_hvd.files import write_text_atomic
 from deepcam_hvd.workloads.deepcam import CHANNEL_NAMES
 
 SampleFormat = Literal["hdf5", "npy"]
@@ -132,10 +133,7 @@ def read_manifest(root: str | os.PathLike[str]) -> dict | None:
 
 def write_manifest(root: str | os.PathLike[str], manifest: dict) -> None:
     """Write ``stage.json`` into ``root`` atomically (several ranks may write the same one)."""
-    path = Path(root) / MANIFEST_FILE
-    tmp = path.with_name(f".{MANIFEST_FILE}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True))
-    os.replace(tmp, path)
+    write_text_atomic(Path(root) / MANIFEST_FILE, json.dumps(manifest, indent=1, sort_keys=True))
 
 
 def _staged_split(root: str | os.PathLike[str], split: str) -> SplitFiles | None:

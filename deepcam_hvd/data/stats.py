@@ -21,6 +21,7 @@ import numpy as np
 
 from deepcam_hvd.distributed.base import Backend
 from deepcam_hvd.errors import DataError
+from deepcam_hvd.files import atomic_path
 
 from .layout import STATS_GROUP
 
@@ -97,8 +98,7 @@ def read_stats(path: str | os.PathLike[str]) -> Stats:
 def write_stats(path: str | os.PathLike[str], stats: Stats) -> None:
     """Write ``stats`` to ``path`` (atomically: a temporary file renamed into place)."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with h5py.File(tmp, "w") as f:
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
         group = f.create_group(STATS_GROUP)
         group["minval"] = np.asarray(stats.minval, dtype=np.float32)
         group["maxval"] = np.asarray(stats.maxval, dtype=np.float32)
@@ -108,7 +108,6 @@ def write_stats(path: str | os.PathLike[str], stats: Stats) -> None:
             group["mean"] = np.asarray(stats.mean, dtype=np.float64)
         if stats.sqmean is not None:
             group["sqmean"] = np.asarray(stats.sqmean, dtype=np.float64)
-    os.replace(tmp, path)
 
 
 @dataclass(frozen=True)

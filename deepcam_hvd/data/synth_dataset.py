@@ -19,6 +19,7 @@ import numpy as np
 from deepcam_hvd.distributed.agreement import agree, run_agreed
 from deepcam_hvd.distributed.base import Backend
 from deepcam_hvd.errors import ConfigError, DataError
+from deepcam_hvd.files import atomic_path
 
 from . import sharding
 from .layout import DATA_KEY, HDF5_SUFFIX, LABEL_KEY, SPLITS, stats_path, synthetic_name
@@ -52,11 +53,9 @@ def write_sample_hdf5(
         if compression != "gzip":
             raise ConfigError(f"compression '{compression}' unknown: choose none or gzip")
         kwargs = {"compression": "gzip", "compression_opts": 4}
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with h5py.File(tmp, "w") as f:
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
         f.create_dataset(DATA_KEY, data=data, **kwargs)
         f.create_dataset(LABEL_KEY, data=label, **kwargs)
-    os.replace(tmp, path)
     return path.stat().st_size
 
 

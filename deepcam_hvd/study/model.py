@@ -26,12 +26,11 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from deepcam_hvd.jobs.systems import Hardware, System
+from deepcam_hvd.workloads.deepcam import FULL_EVAL_SAMPLES, FULL_TRAIN_SAMPLES
 
 PREDICTION_LABEL = "PREDICTION from the scaling model (not a measurement)"
 REFERENCE_PARAMS = 56_454_720  # deeplab-xception, 16 channels in, 3 classes out
 SAMPLE_BYTES = 768 * 1152 * 16 * 4 + 768 * 1152 * 2  # float32 data + int16 labels, ~57 MB
-FULL_TRAIN = 121_266
-FULL_VAL = 15_158
 FUSION_BYTES = 64 * 1024 * 1024  # Horovod's default tensor fusion buffer
 
 
@@ -43,8 +42,8 @@ class Workload:
     params: int = REFERENCE_PARAMS
     bytes_per_gradient: int = 4  # 2 with fp16 gradient compression
     sample_bytes: int = SAMPLE_BYTES
-    train_samples: int = FULL_TRAIN
-    val_samples: int = FULL_VAL
+    train_samples: int = FULL_TRAIN_SAMPLES
+    val_samples: int = FULL_EVAL_SAMPLES
     eval_cost: float = 1 / 3  # forward only: about a third of a training sample
 
     @property

@@ -1,4 +1,4 @@
-"""Published DeepCAM figures (REFERENCE.md) set against the scaling model's PREDICTIONS.
+"""Published DeepCAM figures (docs/REFERENCE.md) set against the scaling model's PREDICTIONS.
 
 Each scenario runs the model for the published layout (system, nodes, local batch) and turns
 the prediction into the published metric. Epoch counts to convergence are taken from the
@@ -32,19 +32,19 @@ class Scenario:
 
 SCENARIOS: tuple[Scenario, ...] = (
     Scenario("NERSC-10 baseline, 16 epochs, 256 nodes x 4 A100, global batch 2048",
-             "perlmutter-gpu", 256, 2, "time_s", 240.0, "s", 16, "NERSC-10 / seeds 000"),
+             "perlmutter-gpu", 256, 2, "time_s", 240.0, "s", 16, "NERSC-10 (EPCC DeepCAM notes)"),
     Scenario("NERSC-10 baseline, 16 epochs, 512 nodes x 4 A100, global batch 2048",
-             "perlmutter-gpu", 512, 1, "time_s", 204.0, "s", 16, "NERSC-10 / seeds 000"),
+             "perlmutter-gpu", 512, 1, "time_s", 204.0, "s", 16, "NERSC-10 (EPCC DeepCAM notes)"),
     Scenario("NERSC-10 optimized, 16 epochs, 512 nodes x 4 A100",
-             "perlmutter-gpu", 512, 1, "time_s", 99.2, "s", 16, "NERSC-10 / seeds 000"),
+             "perlmutter-gpu", 512, 1, "time_s", 99.2, "s", 16, "NERSC-10 (EPCC DeepCAM notes)"),
     Scenario("NREL Kestrel baseline, 4 nodes x 4 H100, local batch 8, 26 epochs to 0.82",
-             "kestrel-gpu", 4, 8, "time_s", 276.0, "min", 26, "ESIF-HPC4 / seeds 001"),
+             "kestrel-gpu", 4, 8, "time_s", 276.0, "min", 26, "NREL ESIF-HPC4 workload"),
     Scenario("MLPerf HPC v3.0 best, 2048 H100 (Eos), 22.9 epochs (RCP at batch 2048)",
              "eos-h100", 256, 1, "time_s", 0.83, "min", 22.9, "MLPerf HPC v3.0"),
     Scenario("ARCHER2 CPU, 256 nodes x 8 ranks x 16 threads, local batch 1: epoch",
-             "archer2-cpu", 256, 1, "epoch_s", 58.0, "min", 1, "seeds 000 (preliminary)"),
+             "archer2-cpu", 256, 1, "epoch_s", 58.0, "min", 1, "EPCC DeepCAM notes (preliminary)"),
     Scenario("Cirrus, 64 V100, local batch 2: epoch", "cirrus-gpu", 16, 2, "epoch_s", 17.5,
-             "min", 1, "seeds 000"),
+             "min", 1, "EPCC DeepCAM notes"),
     Scenario("SC18, 27,360 V100 on Summit with Horovod: parallel efficiency",
              "summit-v100", 4560, 2, "efficiency", 0.907, "fraction", 1, "Kurth et al. SC18"),
 )
@@ -83,7 +83,7 @@ def compare(systems: dict[str, System], cal: Calibration | None) -> list[dict[st
 def to_markdown(rows: list[dict[str, Any]]) -> str:
     """The comparison as a Markdown table, labelled as predictions."""
     lines = [
-        f"**{PREDICTION_LABEL}**, set against published figures (REFERENCE.md).", "",
+        f"**{PREDICTION_LABEL}**, set against published figures (docs/REFERENCE.md).", "",
         "| published result | published | predicted | predicted / published | "
         "predicted step: compute + data + exposed allreduce (raw allreduce) |",
         "|---|---|---|---|---|",

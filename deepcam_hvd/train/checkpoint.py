@@ -8,10 +8,8 @@ file under a checkpoint's name.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import io
-import os
 import re
 from pathlib import Path
 from typing import Any
@@ -19,6 +17,7 @@ from typing import Any
 import torch
 
 from deepcam_hvd.errors import ConfigError, DataError
+from deepcam_hvd.files import atomic_path
 
 MAGIC = b"DCHVDCK1"
 _NAME = re.compile(r"^(?P<prefix>.+)_step(?P<step>\d{9})\.ckpt$")
@@ -35,20 +34,13 @@ def save_checkpoint(state: dict[str, Any], path: Path, keep: int = 2) -> Path:
     torch.save(state, buffer)
     payload = buffer.getvalue()
     digest = hashlib.sha256(payload).hexdigest().encode()
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "wb") as fh:
+        with atomic_path(path, durable=True) as tmp, open(tmp, "wb") as fh:
             fh.write(MAGIC + digest + b"\n")
             fh.write(payload)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
     except OSError as exc:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
         raise DataError(f"cannot write checkpoint {path}: {exc.strerror or exc}") from None
-    _fsync_dir(path.parent)
     # Temporary files of saves that were killed midway (one writer per directory: rank 0).
     for debris in path.parent.glob(".*.ckpt.tmp*"):
         debris.unlink(missing_ok=True)
@@ -57,14 +49,6 @@ def save_checkpoint(state: dict[str, Any], path: Path, keep: int = 2) -> Path:
         for old in list_checkpoints(path.parent, prefix["prefix"])[:-keep]:
             old.unlink(missing_ok=True)
     return path
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def list_checkpoints(directory: Path, prefix: str) -> list[Path]:

@@ -11,6 +11,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from deepcam_hvd.files import write_text_atomic
+
 NERSC10_EPOCHS = 16
 
 
@@ -94,9 +96,7 @@ class RunSummary:
 
     def write(self, path: Path) -> None:
         """Write summary.json atomically."""
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(self.as_dict(), indent=2) + "\n")
-        tmp.replace(path)
+        write_text_atomic(path, json.dumps(self.as_dict(), indent=2) + "\n")
 
 
 class Reporter:

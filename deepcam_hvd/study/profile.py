@@ -24,14 +24,10 @@ from typing import Any
 
 import torch
 
+from deepcam_hvd.bench.step import StepSettings, TrainStep, time_steps
 from deepcam_hvd.data.loader import LoaderSettings, train_loader
-from deepcam_hvd.model import build_model
+from deepcam_hvd.distributed.local import LocalBackend
 from deepcam_hvd.runtime import Runtime
-from deepcam_hvd.train.loss import WeightedCrossEntropy
-from deepcam_hvd.train.step import backward, forward_loss, optimizer_step
-
-CHANNELS = 16
-CLASSES = 3
 
 
 @dataclass(frozen=True)
@@ -47,6 +43,11 @@ class ProfileSettings:
     data_dir: str = ""
     readers: int = 1
 
+    def step_settings(self) -> StepSettings:
+        """The same step as ``bench step`` and the trainer time (AdamW, fp32, 16 channels)."""
+        return StepSettings(model=self.model, height=self.height, width=self.width,
+                            batch=self.local_batch_size)
+
 
 def _timed(fn: Callable[[], Any], repeats: int, warmup: int) -> list[float]:
     for _ in range(warmup):
@@ -57,17 +58,6 @@ def _timed(fn: Callable[[], Any], repeats: int, warmup: int) -> list[float]:
         fn()
         times.append(time.perf_counter() - start)
     return times
-
-
-def _train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                criterion: torch.nn.Module, data: torch.Tensor,
-                label: torch.Tensor) -> Callable[[], None]:
-    """The trainer's step (:mod:`deepcam_hvd.train.step`) on a fixed batch."""
-    def step() -> None:
-        backward(forward_loss(model, criterion, data, label, data.device))
-        optimizer_step(optimizer)
-
-    return step
 
 
 def _read_times(settings: ProfileSettings, rank: int, size: int) -> list[float]:
@@ -86,30 +76,27 @@ def _read_times(settings: ProfileSettings, rank: int, size: int) -> list[float]:
 
 
 def profile_rank(runtime: Runtime, settings: ProfileSettings) -> dict[str, Any]:
-    """This rank's phase timings (seconds per step); every rank must call it."""
-    b = runtime.backend
-    torch.manual_seed(333)
-    model = build_model(settings.model, CHANNELS, CLASSES)
-    criterion = WeightedCrossEntropy()
-    shape = (settings.local_batch_size, CHANNELS, settings.height, settings.width)
-    data = torch.randn(shape)
-    label = torch.randint(0, CLASSES, (shape[0], shape[2], shape[3]))
-    b.broadcast_state(model)
+    """This rank's phase timings (seconds per step); every rank must call it.
 
+    The compute and distributed phases are ``bench step``'s :class:`TrainStep` (the trainer's
+    step functions) timed by its :func:`time_steps`: once with a plain optimizer, once with
+    the backend's distributed one.
+    """
+    b = runtime.backend
+    step_settings = settings.step_settings()
     b.barrier()
-    local = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    compute = _timed(_train_step(model, local, criterion, data, label), settings.steps,
-                     settings.warmup)
+    plain = TrainStep(step_settings, LocalBackend(), runtime.device)
+    compute = time_steps(plain, settings.steps, settings.warmup).totals
+    model = plain.model
 
     # as many values as one step's gradients (the step itself leaves none behind)
     grads = torch.randn(sum(p.numel() for p in model.parameters() if p.requires_grad))
     b.barrier()
     allreduce = _timed(lambda: b.allreduce(grads, "mean"), settings.steps, settings.warmup)
 
-    b.barrier()
-    wrapped = b.distributed_optimizer(torch.optim.AdamW(model.parameters(), lr=1e-4), model)
-    distributed = _timed(_train_step(model, wrapped, criterion, data, label), settings.steps,
-                         settings.warmup)
+    distributed_step = TrainStep(step_settings, b, runtime.device)
+    distributed = time_steps(distributed_step, settings.steps, settings.warmup,
+                             barrier=b.barrier).totals
     b.barrier()
     reads = _read_times(settings, b.rank, b.size) if settings.data_dir else []
     return {"compute": compute, "allreduce": allreduce, "distributed": distributed,

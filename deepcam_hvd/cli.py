@@ -14,6 +14,7 @@ from deepcam_hvd.commands.info import info
 from deepcam_hvd.commands.jobs import jobs
 from deepcam_hvd.commands.report import report
 from deepcam_hvd.commands.study import study
+from deepcam_hvd.commands.submission import submission
 from deepcam_hvd.commands.train import train
 from deepcam_hvd.data.commands import data
 from deepcam_hvd.errors import ConfigError, DeepcamError, LaunchError
@@ -93,3 +94,4 @@ main.add_command(jobs)
 main.add_command(study)
 main.add_command(report)
 main.add_command(bench)
+main.add_command(submission)

@@ -7,6 +7,7 @@ what training runs, and lets every caller see how long it waited for gradient co
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 
@@ -43,21 +44,48 @@ def forward_loss(forward: Callable[[torch.Tensor], torch.Tensor], criterion: tor
 def train_local_batch(forward: Callable[[torch.Tensor], torch.Tensor],
                       criterion: torch.nn.Module, data: torch.Tensor, label: torch.Tensor,
                       device: torch.device, precision: str, channels_last: bool,
-                      accumulation: int, scaler: torch.amp.GradScaler | None, step: int,
-                      with_iou: bool = False) -> tuple[float, float | None]:
-    """Forward and backward of one local batch: its (undivided) loss and, ``with_iou``, its
-    IoU (the reference logs the last batch's as ``train_accuracy``).
-
-    A non-finite loss stops the run with one line naming the optimizer step.
-    """
+                      accumulation: int, scaler: torch.amp.GradScaler | None,
+                      with_iou: bool = False) -> tuple[torch.Tensor, float | None]:
+    """Forward and backward of one local batch: its (undivided) loss, detached and left on
+    the device (reading it would make a GPU wait), and, ``with_iou``, its IoU as a number
+    (the reference logs the last batch's as ``train_accuracy``)."""
     loss, logits = forward_with_logits(forward, criterion, data, label, device, precision,
                                        channels_last)
-    if not torch.isfinite(loss):
-        raise DataError(f"training loss became {loss.item()} at step {step}"
-                        " (diverged, or NaN/Inf in the input data)")
     backward(loss, accumulation, scaler)
     iou = float(batch_iou(logits.detach(), label.to(logits.device))) if with_iou else None
-    return float(loss.detach()), iou
+    return loss.detach(), iou
+
+
+class LossTally:
+    """Sums training losses on the device and reads them only when asked, checking them.
+
+    A GPU that had to hand over each step's loss would drain its queue every step; here the
+    host reads the sum at logging points and epoch ends (on CPU, where reading is free, after
+    every step), and a non-finite sum stops the run naming the steps it came from.
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        self.every_step = device.type == "cpu"
+        self._sum = torch.zeros((), dtype=torch.float64, device=device)
+        self._count = 0
+        self._since = 0  # the last step whose losses were read
+
+    def add(self, loss: torch.Tensor) -> None:
+        """Add one local batch's loss."""
+        self._sum += loss.detach().to(torch.float64)
+        self._count += 1
+
+    def read(self, step: int) -> tuple[float, int]:
+        """Sum and count of the losses added since the last read (which ended at ``step``)."""
+        total, count = float(self._sum), self._count
+        if not math.isfinite(total):
+            where = f"step {step}" if step - self._since == 1 else \
+                f"steps {self._since + 1}-{step}"
+            raise DataError(f"training loss became {total} at {where} (diverged, or NaN/Inf in "
+                            "the input data)")
+        self._sum.zero_()
+        self._count, self._since = 0, step
+        return total, count
 
 
 def backward(loss: torch.Tensor, accumulation: int = 1,

@@ -21,7 +21,7 @@ from deepcam_hvd.data.cache import clear_page_cache
 from deepcam_hvd.data.loader import Loaders, LoaderSettings, build_loaders
 from deepcam_hvd.data.stage import stage_dataset
 from deepcam_hvd.distributed.agreement import run_on_root
-from deepcam_hvd.errors import ConfigError
+from deepcam_hvd.errors import ConfigError, DataError
 from deepcam_hvd.model import build_model, convert_batchnorm
 from deepcam_hvd.runtime import Runtime
 from deepcam_hvd.train import mlperf_log as mlp
@@ -37,8 +37,8 @@ from deepcam_hvd.train.reporting import Reporter, RunSummary
 from deepcam_hvd.train.schedule import build_scheduler
 from deepcam_hvd.train.seed import run_seed
 from deepcam_hvd.train.signals import StopAgreement, StopRequest
-from deepcam_hvd.train.step import optimizer_step, train_local_batch
-from deepcam_hvd.workloads.deepcam import samples_per_update
+from deepcam_hvd.train.step import LossTally, optimizer_step, train_local_batch
+from deepcam_hvd.workloads.deepcam import OUTPUT_STRIDE, samples_per_update
 
 
 class Trainer:
@@ -95,6 +95,10 @@ class Trainer:
         torch.manual_seed(seed)
         self.data_root = self._stage() if cfg.stage_dir else cfg.data_dir_prefix
         self.loaders = loaders = self.build_loaders()
+        height, width = loaders.train.reader.shape[:2]
+        if height % OUTPUT_STRIDE or width % OUTPUT_STRIDE:
+            raise DataError(f"{self.data_root}: samples are {height}x{width}; the network "
+                            f"needs height and width divisible by {OUTPUT_STRIDE}")
 
         model = build_model(cfg.model, len(cfg.channels), NUM_CLASSES).to(self.device)
         if cfg.batchnorm_group_size > 1:
@@ -223,6 +227,7 @@ class Trainer:
         assert self.loaders is not None
         self.model.train()
         window_loss, window_count, window_start = 0.0, 0, time.perf_counter()
+        losses = LossTally(self.device)
         batches = iter(self.loaders.train.iter_epoch(epoch - 1, p.steps_done * accum))
         while p.steps_done < steps:
             started = time.perf_counter()
@@ -236,18 +241,21 @@ class Trainer:
                 last = micro == accum - 1 and (logging_step or p.steps_done == steps - 1)
                 loss, iou = train_local_batch(
                     self.forward, self.criterion, batch.data, batch.label, self.device,
-                    cfg.precision, cfg.channels_last, accum, self.scaler, self.position.step,
-                    with_iou=last)
+                    cfg.precision, cfg.channels_last, accum, self.scaler, with_iou=last)
+                losses.add(loss)
                 if iou is not None:  # the last batch's figures, as the reference logs them
-                    p.last_loss, p.last_iou = loss, iou
-                p.loss_sum, p.loss_count = p.loss_sum + loss, p.loss_count + 1
-                window_loss, window_count = window_loss + loss, window_count + 1
+                    p.last_loss, p.last_iou = float(loss), iou
             p.comm_wait_s += optimizer_step(self.optimizer, self.scaler)
             p.last_lr = self.optimizer.param_groups[0]["lr"]
             self.scheduler.step()
             self.position.step += 1
             p.steps_done += 1
             p.seconds += time.perf_counter() - started
+            stop = self.stop_agreement.agreed()  # the same answer, at the same step, everywhere
+            if losses.every_step or logging_step or stop or p.steps_done == steps:
+                total, count = losses.read(self.position.step)
+                p.loss_sum, p.loss_count = p.loss_sum + total, p.loss_count + count
+                window_loss, window_count = window_loss + total, window_count + count
             if logging_step:  # every rank reduces; only rank 0 prints and writes
                 window_mean, last_loss, last_iou = b.allreduce(torch.tensor(
                     [window_loss / window_count, p.last_loss, p.last_iou],
@@ -259,10 +267,10 @@ class Trainer:
                     "train/lr": p.last_lr})
                 self.log.train_figures(epoch, self.step_num, p.last_lr, last_iou, last_loss)
                 window_loss, window_count, window_start = 0.0, 0, time.perf_counter()
-            self.reporter.advance(1, self.position.step, p.loss_sum / p.loss_count,
-                                  p.loss_count * cfg.local_batch_size * b.size / p.seconds,
+            self.reporter.advance(1, self.position.step, p.loss_sum / max(1, p.loss_count),
+                                  p.steps_done * accum * cfg.local_batch_size * b.size / p.seconds,
                                   epoch)
-            if self.stop_agreement.agreed():  # the same answer, at the same step, everywhere
+            if stop:
                 return False
             self.hooks.after_step(self, steps)
         return True

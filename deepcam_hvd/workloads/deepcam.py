@@ -17,6 +17,7 @@ NUM_CLASSES = len(CLASS_NAMES)
 # Pixel frequencies of the classes in the full data set (the reference's loss weights).
 CLASS_FREQUENCIES = (0.986267818390377, 0.0004578708870701058, 0.01327431072255291)
 FULL_SHAPE = (768, 1152)  # latitudes x longitudes of a sample
+OUTPUT_STRIDE = 16  # the network's input height and width must be multiples of this
 
 # The full "All-Hist" data set; the MLPerf closed division requires exactly these sizes.
 FULL_TRAIN_SAMPLES = 121_266

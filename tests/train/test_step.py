@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+import pytest
 import torch
 from torch import nn
 
@@ -68,3 +69,22 @@ def test_averaging_happens_once_and_its_wait_is_timed() -> None:
     backward(forward_loss(model, nn.CrossEntropyLoss(), data, label, torch.device("cpu")))
     optimizer.step()
     assert calls == [2, 2]
+
+
+def test_loss_tally_reads_sums_and_names_the_steps_of_a_bad_one() -> None:
+    import math
+
+    from deepcam_hvd.errors import DataError
+    from deepcam_hvd.train.step import LossTally
+
+    tally = LossTally(torch.device("cpu"))
+    assert tally.every_step  # on CPU reading is free: every step is checked
+    tally.add(torch.tensor(1.5))
+    tally.add(torch.tensor(0.5))
+    assert tally.read(1) == (2.0, 2)
+    assert tally.read(2) == (0.0, 0)
+    # as on a GPU: three steps summed on the device, read once, the bad one among them
+    for value in (1.0, math.nan, 2.0):
+        tally.add(torch.tensor(value))
+    with pytest.raises(DataError, match=r"^training loss became nan at steps 3-5 \(diverged"):
+        tally.read(5)

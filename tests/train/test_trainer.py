@@ -137,3 +137,22 @@ def test_stage_dir_without_space_is_named(tiny_root: Path, tmp_path: Path) -> No
         assert not list((mount / "stage" / "train").glob("*.h5"))  # nothing half-copied
     finally:
         subprocess.run(["umount", str(mount)], check=False)
+
+
+def test_divergence_stops_with_one_line_naming_the_step(tiny_root: Path, tmp_path: Path) -> None:
+    proc = subprocess.run([DEEPCAM, "train", *FAST, "--data_dir", str(tiny_root), "--output_dir",
+                           str(tmp_path / "run"), "--optimizer", "Adam", "--start_lr", "1e25",
+                           "--seed", "4", "--max_epochs", "3"],
+                          capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 2
+    assert re.fullmatch(r"deepcam-hvd: error: training loss became (nan|inf) at step \d+ "
+                        r"\(diverged, or NaN/Inf in the input data\)\n", proc.stderr), proc.stderr
+
+
+def test_sample_size_the_network_cannot_take_is_named(synth_root: SynthRoot) -> None:
+    data = synth_root(4, 2, height=48, width=72, seed=5)
+    proc = subprocess.run([DEEPCAM, "train", *FAST, "--data_dir", str(data), "--seed", "2"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr == (f"deepcam-hvd: error: {data}: samples are 48x72; the network needs "
+                           "height and width divisible by 16\n")

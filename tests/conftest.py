@@ -8,7 +8,8 @@ of ``backends/slurm/setup.sh``, ``slow`` takes more than ~20 s. The quick subset
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import subprocess
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -42,3 +43,27 @@ def synth_root(tmp_path_factory: pytest.TempPathFactory) -> SynthRoot:
 def tiny_root(synth_root: SynthRoot) -> Path:
     """The common tiny root: 8 train + 4 validation samples of 32x48, seed 5 (read-only)."""
     return synth_root(8, 4, height=32, width=48, seed=5)
+
+
+#: Mounts a tmpfs of the given size (e.g. "3m") under the test's tmp dir; yields its path.
+SmallDisk = Callable[[str], Path]
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[SmallDisk]:
+    """A factory for tiny file systems that fill up (skips the test without root); each is
+    unmounted at the end of the test."""
+    mounts: list[Path] = []
+
+    def mount(size: str) -> Path:
+        path = tmp_path / f"small-{len(mounts)}"
+        path.mkdir()
+        if subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+                          capture_output=True).returncode != 0:
+            pytest.skip("needs root to mount a small tmpfs")
+        mounts.append(path)
+        return path
+
+    yield mount
+    for path in mounts:
+        subprocess.run(["umount", str(path)], check=False)

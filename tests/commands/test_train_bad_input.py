@@ -11,7 +11,7 @@ import h5py
 import numpy as np
 import pytest
 
-from tests.conftest import SynthRoot
+from tests.conftest import SmallDisk, SynthRoot
 from tests.launch import DEEPCAM, run_ranks
 
 FAST = ["--model", "deeplab-xception-small", "--local_batch_size", "2", "--max_epochs", "1",
@@ -156,20 +156,13 @@ def test_unwritable_output_dir(good_root: Path, tmp_path: Path) -> None:
 
 
 @pytest.mark.slow  # trains
-def test_disk_full_during_save(good_root: Path, tmp_path: Path) -> None:
+def test_disk_full_during_save(good_root: Path, small_disk: SmallDisk) -> None:
     """A 3 MB file system holds the logs but not the ~13 MB checkpoint."""
-    mount = tmp_path / "small"
-    mount.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mount)],
-                      capture_output=True).returncode != 0:
-        pytest.skip("needs root to mount a small tmpfs")
-    try:
-        proc = subprocess.run([DEEPCAM, "train", "--data_dir", str(good_root), "--output_dir",
-                               str(mount / "run"), *FAST], capture_output=True, text=True,
-                              timeout=120)
-        assert proc.returncode == 2, proc.stderr
-        assert "cannot write checkpoint" in proc.stderr and "No space left" in proc.stderr
-        assert len(proc.stderr.strip().splitlines()) == 1
-        assert not list((mount / "run" / "checkpoints").glob(".*tmp*"))  # no debris left
-    finally:
-        subprocess.run(["umount", str(mount)], check=False)
+    mount = small_disk("3m")
+    proc = subprocess.run([DEEPCAM, "train", "--data_dir", str(good_root), "--output_dir",
+                           str(mount / "run"), *FAST], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert "cannot write checkpoint" in proc.stderr and "No space left" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert not list((mount / "run" / "checkpoints").glob(".*tmp*"))  # no debris left

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import SynthRoot
+from tests.conftest import SmallDisk, SynthRoot
 from tests.launch import DEEPCAM, run_ranks
 
 FAST = ["--model", "deeplab-xception-small", "--local_batch_size", "2",
@@ -122,21 +122,15 @@ def test_fixed_epoch_run_goes_past_the_target(tiny_root: Path, tmp_path: Path) -
     assert [r["metadata"]["status"] for r in recs if r["key"] == "run_stop"] == ["success"]
 
 
-def test_stage_dir_without_space_is_named(tiny_root: Path, tmp_path: Path) -> None:
-    mount = tmp_path / "small"
-    mount.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)],
-                      capture_output=True).returncode != 0:
-        pytest.skip("needs root to mount a small tmpfs")
-    try:
-        proc = train(["--data_dir", str(tiny_root), "--output_dir", str(tmp_path / "run"),
-                      "--stage_dir", str(mount / "stage"), "--max_epochs", "1"])
-        assert proc.returncode == 2, proc.stderr
-        assert re.fullmatch(rf"deepcam-hvd: error: --stage_dir {mount / 'stage'}: staging needs "
-                            r"\d+\.\d MB on \S+, only 0\.\d MB free\n", proc.stderr), proc.stderr
-        assert not list((mount / "stage" / "train").glob("*.h5"))  # nothing half-copied
-    finally:
-        subprocess.run(["umount", str(mount)], check=False)
+def test_stage_dir_without_space_is_named(tiny_root: Path, tmp_path: Path,
+                                          small_disk: SmallDisk) -> None:
+    mount = small_disk("64k")
+    proc = train(["--data_dir", str(tiny_root), "--output_dir", str(tmp_path / "run"),
+                  "--stage_dir", str(mount / "stage"), "--max_epochs", "1"])
+    assert proc.returncode == 2, proc.stderr
+    assert re.fullmatch(rf"deepcam-hvd: error: --stage_dir {mount / 'stage'}: staging needs "
+                        r"\d+\.\d MB on \S+, only 0\.\d MB free\n", proc.stderr), proc.stderr
+    assert not list((mount / "stage" / "train").glob("*.h5"))  # nothing half-copied
 
 
 def test_divergence_stops_with_one_line_naming_the_step(tiny_root: Path, tmp_path: Path) -> None:

@@ -71,6 +71,8 @@ class _Group(click.Group):
         except Exception as exc:  # noqa: BLE001 - the last line of defence for every rank
             rank, size = _launch_position()
             if type(exc).__name__ in PEER_FAILURE_TYPES:
+                if os.environ.get("DEEPCAM_TRACEBACK") == "1":  # where a peer's failure hit
+                    traceback.print_exc()
                 click.echo(f"deepcam-hvd: error: [rank {rank}/{size}] stopped because another "
                            "rank failed (its error is printed above)", err=True)
                 _exit_now(3)

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from deepcam_hvd.errors import DataError
 from deepcam_hvd.files import write_text_atomic
 
 NERSC10_EPOCHS = 16
@@ -93,6 +94,22 @@ class RunSummary:
                 f"{self.epochs_run} "
                 f"epochs, {self.steps} steps on {self.ranks} ranks in {self.run_time_s:.1f} s; "
                 f"{rate:.2f} samples/s; time to 16 epochs {t16}{est}")
+
+    @classmethod
+    def from_json(cls, path: Path) -> RunSummary:
+        """Read a ``summary.json`` (keys this version does not know are ignored, missing ones
+        take their defaults); DataError naming the file if it cannot be read."""
+        try:
+            data = json.loads(Path(path).read_text())
+            if not isinstance(data, dict):
+                raise ValueError("not a JSON object")
+            known = {f.name for f in fields(cls)}
+            return cls(**{k: v for k, v in data.items() if k in known})
+        except OSError as exc:
+            raise DataError(f"{path}: no readable summary.json ({exc.strerror}); is it a run "
+                            "directory?") from None
+        except (ValueError, TypeError) as exc:
+            raise DataError(f"{path}: not a deepcam-hvd summary ({exc})") from None
 
     def write(self, path: Path) -> None:
         """Write summary.json atomically."""

@@ -1,0 +1,46 @@
+"""summary.json: written and read back through one schema."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from deepcam_hvd.errors import DataError
+from deepcam_hvd.train.reporting import RunSummary
+
+
+def summary() -> RunSummary:
+    return RunSummary(ranks=2, nodes=1, local_batch_size=2, gradient_accumulation_frequency=1,
+                      global_batch_size=4, target_iou=0.82)
+
+
+def test_round_trip_and_derived_figures(tmp_path: Path) -> None:
+    s = summary()
+    for seconds, iou in ((10.0, 0.5), (12.0, 0.83)):
+        s.epoch_times_s.append(seconds)
+        s.record_epoch(1.0, 8.0, 0.01, 0.02, iou, 0.9)
+    s.finish()
+    assert (s.epochs_run, s.time_to_16_epochs_s, s.time_to_16_epochs_estimated) == \
+        (2, 16 * 11.0, True)
+    s.finish(estimate_16_epochs=False)  # a fixed-epoch run reports no estimate
+    assert s.time_to_16_epochs_s is None
+    s.write(tmp_path / "summary.json")
+    assert RunSummary.from_json(tmp_path / "summary.json") == s
+
+
+def test_unknown_keys_ignored_missing_ones_default(tmp_path: Path) -> None:
+    data = {**summary().as_dict(), "from_a_newer_version": 1}
+    del data["allocator"]
+    (tmp_path / "summary.json").write_text(json.dumps(data))
+    got = RunSummary.from_json(tmp_path / "summary.json")
+    assert got.allocator == "" and got.ranks == 2
+
+
+def test_unreadable_or_foreign_files_are_named(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match=rf"^{tmp_path / 'none.json'}: no readable summary"):
+        RunSummary.from_json(tmp_path / "none.json")
+    (tmp_path / "other.json").write_text('{"ranks": 2}')
+    with pytest.raises(DataError, match=rf"^{tmp_path / 'other.json'}: not a deepcam-hvd summ"):
+        RunSummary.from_json(tmp_path / "other.json")

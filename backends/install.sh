@@ -3,6 +3,7 @@
 #
 #   backends/install.sh                 # profile from $DEEPCAM_BACKEND, default cpu-mpi
 #   DEEPCAM_BACKEND=nvidia-nccl backends/install.sh
+#   DEEPCAM_VENV=/tmp/v DEEPCAM_BACKEND=nvidia-nccl backends/install.sh   # another venv
 #
 # Idempotent: every step checks before it acts, so a second run takes seconds. The Horovod
 # wheel is cached under $DEEPCAM_HVD_WHEEL_CACHE (default ~/.cache/deepcam-hvd/wheels), keyed by
@@ -14,7 +15,7 @@ HOROVOD_VERSION=0.28.1
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PROFILE=${DEEPCAM_BACKEND:-cpu-mpi}
 PROFILE_FILE="$ROOT/backends/profiles/$PROFILE.env"
-VENV="$ROOT/.venv"
+VENV=${DEEPCAM_VENV:-$ROOT/.venv}
 CACHE=${DEEPCAM_HVD_WHEEL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/deepcam-hvd/wheels}
 PY=${PYTHON:-python3}
 
@@ -23,6 +24,7 @@ die() { printf '[install] error: %s\n' "$*" >&2; exit 1; }
 
 [ -f "$PROFILE_FILE" ] || die "unknown backend profile '$PROFILE' (DEEPCAM_BACKEND); choose one of: $(cd "$ROOT/backends/profiles" && ls | sed 's/\.env$//' | tr '\n' ' ')"
 SKIP_MPI4PY=0
+GPU_TOOLCHAIN=""
 # shellcheck source=/dev/null
 . "$PROFILE_FILE"
 say "profile $PROFILE: $PROFILE_DESCRIPTION"
@@ -56,6 +58,17 @@ VPY="$VENV/bin/python"
 PIP=("$VPY" -m pip --disable-pip-version-check -q)
 
 want_torch=${TORCH_SPEC#torch==}
+if [ "$GPU_TOOLCHAIN" = cuda ]; then
+    # GPU profile: torch must be a CUDA build of the wanted version (a CPU one is replaced).
+    have_cuda=$("$VPY" -c 'import torch; print(torch.__version__.split("+")[0], torch.version.cuda or "none")' 2>/dev/null || true)
+    if [ "${have_cuda%% *}" != "$want_torch" ] || [ "${have_cuda#* }" = none ]; then
+        say "installing $TORCH_CUDA_SPEC (CUDA build)"
+        # shellcheck disable=SC2086
+        "${PIP[@]}" install $TORCH_PIP_ARGS "$TORCH_CUDA_SPEC"
+        "$VPY" -c 'import sys, torch; sys.exit(torch.version.cuda is None)' \
+            || die "$TORCH_CUDA_SPEC installed a CPU-only torch; set TORCH_CUDA_SPEC/TORCH_PIP_ARGS in $PROFILE_FILE"
+    fi
+fi
 have_torch=$("$VPY" -c 'import torch; print(torch.__version__.split("+")[0])' 2>/dev/null || true)
 if [ "$have_torch" != "$want_torch" ]; then
     say "installing $TORCH_SPEC"
@@ -85,6 +98,14 @@ mpi_id=$({ "${MPICC:-mpicc}" -show 2>/dev/null || true; "${CXX:-c++}" --version 
 patch_id=$(sha256sum "$ROOT/backends/patch_horovod.py" | cut -c1-12)
 flags_id=$(echo "$HOROVOD_BUILD_ENV" | tr ' ' '\n' | sort | sha256sum | cut -c1-12)
 key="hvd${HOROVOD_VERSION}-torch${torch_v}-py${py_v}-${PROFILE}-f${flags_id}-c${mpi_id}-p${patch_id}"
+if [ "$GPU_TOOLCHAIN" = cuda ]; then
+    # nvcc, CUDA headers and NCCL matched to torch (installed from PyPI if the site has none);
+    # exports HOROVOD_CUDA_HOME, HOROVOD_NCCL_* for the build below.
+    # shellcheck source=backends/cuda_toolchain.sh
+    . "$ROOT/backends/cuda_toolchain.sh"
+    cuda_toolchain "$VPY" "$VENV/cuda-layout" install || die "no CUDA toolchain for the build (above)"
+    key="$key-$CUDA_TOOLCHAIN_ID"
+fi
 marker="$VENV/.horovod-key"
 
 if [ "$(cat "$marker" 2>/dev/null)" = "$key" ] && "$VPY" -c 'import horovod.torch' 2>/dev/null; then

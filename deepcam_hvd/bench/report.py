@@ -10,13 +10,22 @@ from typing import Any
 import torch
 
 from deepcam_hvd.allocator import active_allocator
+from deepcam_hvd.bench.memory import gib
 from deepcam_hvd.bench.step import StepSettings, StepTimes
+
+#: Per-rank memory figures (:func:`deepcam_hvd.bench.memory.peak_memory`) the job reports as
+#: the largest over its ranks.
+MEMORY_KEYS = ("max_memory_allocated_bytes", "max_memory_reserved_bytes",
+               "device_total_memory_bytes", "max_rss_bytes")
 
 
 def rank_figures(times: StepTimes, settings: StepSettings, flop: float, rank: int,
-                 threads: int) -> dict[str, Any]:
-    """This rank's medians: step seconds, samples/s, GFLOP/s and the phases."""
+                 threads: int, memory: dict[str, int | None] | None = None) -> dict[str, Any]:
+    """This rank's medians: step seconds, samples/s, GFLOP/s and the phases, and its peak
+    memory (``memory``: :func:`deepcam_hvd.bench.memory.peak_memory`; all ``None`` if not
+    given)."""
     median = times.median_step_s
+    memory = memory or {}
     return {
         "rank": rank,
         "threads": threads,
@@ -30,7 +39,14 @@ def rank_figures(times: StepTimes, settings: StepSettings, flop: float, rank: in
         "median_cpu_s": statistics.median(times.cpu),
         **times.median_phases(),
         "losses": times.losses,
+        **{key: memory.get(key) for key in MEMORY_KEYS},
     }
+
+
+def _largest(ranks: list[dict[str, Any]], key: str) -> int | None:
+    """The largest of the ranks' ``key``, or ``None`` if any rank has none."""
+    values = [r.get(key) for r in ranks]
+    return None if any(v is None for v in values) else max(values)
 
 
 def combine(ranks: list[dict[str, Any]], settings: StepSettings, flop: float, backend: str,
@@ -57,6 +73,7 @@ def combine(ranks: list[dict[str, Any]], settings: StepSettings, flop: float, ba
         "median_cpu_s_per_rank": max(r["median_cpu_s"] for r in ranks),
         "loss_first_step": root["losses"][0],
         "loss_after_one_step": root["losses"][1] if len(root["losses"]) > 1 else None,
+        **{key: _largest(ranks, key) for key in MEMORY_KEYS},
         "per_rank": ranks,
         "torch": torch.__version__,
         "allocator": active_allocator(),
@@ -76,6 +93,12 @@ def format_text(doc: dict[str, Any]) -> str:
         f"(warm-up {doc['warmup']}); {doc['samples_per_s']:.4g} samples/s; "
         f"{doc['gflop_per_s']:.1f} GFLOP/s ({doc['step_tflop']:.3f} TFLOP/step per rank)",
     ]
+    if doc.get("max_memory_allocated_bytes") is not None:
+        lines.append(f"peak device memory {gib(doc['max_memory_allocated_bytes'])} allocated, "
+                     f"{gib(doc['max_memory_reserved_bytes'])} reserved, of "
+                     f"{gib(doc['device_total_memory_bytes'])} (largest rank)")
+    elif doc.get("max_rss_bytes") is not None:
+        lines.append(f"peak resident memory {gib(doc['max_rss_bytes'])} (largest rank)")
     for r in doc["per_rank"]:
         lines.append(
             f"  rank {r['rank']}: step {r['median_step_s']:.3f} s = forward {r['forward_s']:.3f}"

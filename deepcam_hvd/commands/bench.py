@@ -9,11 +9,18 @@ from typing import get_args
 import click
 
 from deepcam_hvd.bench.flops import train_step_flops
+from deepcam_hvd.bench.memory import (
+    device_facts,
+    gib,
+    is_out_of_memory,
+    peak_memory,
+    reset_peak,
+)
 from deepcam_hvd.bench.report import combine, format_text, rank_figures
 from deepcam_hvd.bench.step import NUM_CLASSES, StepSettings, TrainStep, time_steps
 from deepcam_hvd.commands.options import runtime_options
 from deepcam_hvd.config import OptimizerName
-from deepcam_hvd.errors import ConfigError
+from deepcam_hvd.errors import ConfigError, DeepcamError
 from deepcam_hvd.model import MODEL_NAMES, check_input_size
 from deepcam_hvd.runtime import start_runtime
 
@@ -53,7 +60,10 @@ def step(model: str, height: int, width: int, batch: int, steps: int, warmup: in
     """Time full training steps (forward, loss, backward, allreduce, optimizer step).
 
     Runs under any launcher; prints the median seconds per step, samples/s and GFLOP/s of
-    every rank and of the whole job (a step lasts as long as its slowest rank).
+    every rank and of the whole job (a step lasts as long as its slowest rank), and the peak
+    memory (on a GPU ``torch.cuda.max_memory_allocated`` from the model build to the last
+    step; on the CPU the peak resident set size). A batch that does not fit on the GPU is one
+    error line naming the batch and the device's memory (exit 2).
     """
     try:
         check_input_size(height, width)
@@ -67,13 +77,26 @@ def step(model: str, height: int, width: int, batch: int, steps: int, warmup: in
     try:
         flop = batch * train_step_flops(model, settings.in_channels, NUM_CLASSES, 1, height,
                                         width)
-        train_step = TrainStep(settings, b, runtime.device)
-        times = time_steps(train_step, steps, warmup, barrier=b.barrier)
-        mine = rank_figures(times, settings, flop, b.rank, runtime.threads.threads)
+        reset_peak(runtime.device)
+        try:
+            train_step = TrainStep(settings, b, runtime.device)
+            times = time_steps(train_step, steps, warmup, barrier=b.barrier)
+        except Exception as exc:
+            if not is_out_of_memory(exc):
+                raise
+            total = peak_memory(runtime.device)["device_total_memory_bytes"]
+            raise DeepcamError(
+                f"bench step: {runtime.device} ran out of memory at local batch {batch} "
+                f"({model} {height}x{width} {precision}"
+                f"{' channels-last' if channels_last else ''}; the device has {gib(total)}); "
+                "use a smaller --batch") from None
+        mine = rank_figures(times, settings, flop, b.rank, runtime.threads.threads,
+                            peak_memory(runtime.device))
         ranks = b.allgather_object(mine)
         if b.is_root:
             doc = combine(ranks, settings, flop, b.name, runtime.launch.launcher, warmup)
             doc["device"] = str(runtime.device)
+            doc.update(device_facts(runtime.device))
             text = json.dumps(doc, indent=2)
             click.echo(json.dumps(doc) if as_json else format_text(doc))
             if output:

@@ -6,6 +6,7 @@ import json
 import math
 
 import pytest
+import torch
 from click.testing import CliRunner
 
 from deepcam_hvd.bench.flops import train_step_flops
@@ -45,6 +46,31 @@ def test_json_losses_finite_and_training(doc: dict) -> None:
     assert all(math.isfinite(v) and v > 0 for v in losses)
     assert doc["loss_first_step"] == losses[0] and doc["loss_after_one_step"] == losses[1]
     assert losses[2] < losses[0]  # AdamW on one fixed batch lowers its loss
+
+
+def test_json_has_memory_and_device_facts_on_cpu(doc: dict) -> None:
+    assert doc["device"] == "cpu"
+    # no caching allocator on the CPU: the peak resident set size stands in
+    assert doc["max_memory_allocated_bytes"] is None and doc["max_memory_reserved_bytes"] is None
+    assert doc["device_total_memory_bytes"] is None
+    assert doc["max_rss_bytes"] > 50 * 2**20  # the interpreter and torch alone exceed this
+    assert doc["per_rank"][0]["max_rss_bytes"] == doc["max_rss_bytes"]
+    assert doc["device_name"] is None and doc["compute_capability"] is None
+    assert {"cuda", "cudnn_benchmark", "cudnn_allow_tf32", "matmul_allow_tf32"} <= set(doc)
+
+
+def test_out_of_memory_is_one_error_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    import deepcam_hvd.commands.bench as bench_cmd
+
+    def no_memory(*args: object, **kwargs: object) -> None:
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 9.00 GiB")
+
+    monkeypatch.setattr(bench_cmd, "TrainStep", no_memory)
+    args = [a for a in ARGS if a != "--json"] + ["--batch", "8"]
+    result = CliRunner().invoke(main, args, env={"OMP_NUM_THREADS": "1"})
+    assert result.exit_code == 2, result.output
+    assert "ran out of memory at local batch 8" in result.output
+    assert "use a smaller --batch" in result.output and "Traceback" not in result.output
 
 
 def test_text_output() -> None:

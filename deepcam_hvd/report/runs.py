@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from deepcam_hvd.errors import DataError
+from deepcam_hvd.train.reporting import RunSummary
 
 MLLOG = re.compile(r":::MLLOG (\{.*\})\s*$")
 TARGET_IOU = 0.82
@@ -101,45 +101,38 @@ def _robust_rate(rates: list[float]) -> float | None:
 def read_run(run_dir: str | Path) -> RunRecord:
     """Read a finished (or stopped) run directory; DataError if it has no summary.json."""
     path = Path(run_dir)
-    summary_file = path / "summary.json"
-    try:
-        s = json.loads(summary_file.read_text())
-    except OSError as exc:
-        raise DataError(f"{path}: no readable summary.json ({exc.strerror}); is it a run "
-                        "directory of 'deepcam-hvd train'?") from None
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{summary_file}: not JSON ({exc})") from None
+    s = RunSummary.from_json(path / "summary.json")
     meta: dict[str, Any] = {}
     meta_file = path / "study_meta.json"
     if meta_file.exists():
         meta = json.loads(meta_file.read_text())
     curve = iou_curve(path)
-    if not curve and s.get("eval_iou"):  # no log: training time only
+    if not curve and s.eval_iou:  # no log: training time only
         elapsed, curve = 0.0, []
-        for seconds, iou in zip(s.get("epoch_times_s", []), s["eval_iou"], strict=False):
+        for seconds, iou in zip(s.epoch_times_s, s.eval_iou, strict=False):
             elapsed += seconds
             curve.append((elapsed, iou))
-    waits = s.get("data_wait_fraction") or []
+    waits = s.data_wait_fraction
     return RunRecord(
         name=meta.get("name") or path.name,
         path=path,
-        ranks=int(s["ranks"]),
-        nodes=int(s.get("nodes", 1)),
-        local_batch_size=int(s["local_batch_size"]),
-        gradient_accumulation_frequency=int(s.get("gradient_accumulation_frequency", 1)),
-        global_batch_size=int(s.get("global_batch_size", 0)),
+        ranks=s.ranks,
+        nodes=s.nodes,
+        local_batch_size=s.local_batch_size,
+        gradient_accumulation_frequency=s.gradient_accumulation_frequency,
+        global_batch_size=s.global_batch_size,
         threads_per_rank=meta.get("threads_per_rank"),
-        epochs_run=int(s.get("epochs_run", len(s.get("epoch_times_s", [])))),
-        epoch_times_s=[float(x) for x in s.get("epoch_times_s", [])],
-        time_to_16_epochs_s=s.get("time_to_16_epochs_s"),
-        time_to_16_epochs_estimated=bool(s.get("time_to_16_epochs_estimated", False)),
-        target_iou=float(s.get("target_iou", TARGET_IOU)),
-        converged=bool(s.get("converged", False)),
-        epochs_to_target=s.get("epochs_to_target"),
-        time_to_target_s=s.get("time_to_target_s"),
-        samples_per_s=_robust_rate([float(x) for x in s.get("train_samples_per_s", [])]),
+        epochs_run=s.epochs_run or len(s.epoch_times_s),
+        epoch_times_s=[float(x) for x in s.epoch_times_s],
+        time_to_16_epochs_s=s.time_to_16_epochs_s,
+        time_to_16_epochs_estimated=s.time_to_16_epochs_estimated,
+        target_iou=s.target_iou,
+        converged=s.converged,
+        epochs_to_target=s.epochs_to_target,
+        time_to_target_s=s.time_to_target_s,
+        samples_per_s=_robust_rate([float(x) for x in s.train_samples_per_s]),
         data_wait_fraction=statistics.fmean(waits) if waits else None,
-        status=str(s.get("status", "")),
+        status=s.status,
         iou_curve=curve,
         extra=meta,
     )

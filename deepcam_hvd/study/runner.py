@@ -21,6 +21,7 @@ from typing import Any
 
 from deepcam_hvd.errors import ConfigError
 from deepcam_hvd.study.launch import Finished, run_ranks
+from deepcam_hvd.train.reporting import RunSummary
 
 SERIES = ("weak", "strong", "layout")
 
@@ -179,7 +180,7 @@ def row(cfg: StudyConfig, prof: dict[str, Any], run_dir: Path | None) -> dict[st
     }
     if run_dir is None:
         return out
-    s = json.loads((run_dir / "summary.json").read_text())
+    s = RunSummary.from_json(run_dir / "summary.json").as_dict()
     epochs = max(1, int(s["epochs_run"]))
     steps_per_epoch = max(1, int(s["steps"]) // epochs)
     # medians: an epoch slowed by other load on a shared machine does not move them

@@ -10,6 +10,10 @@ following it by Clausius-Clapeyron, subtropical highs and subpolar lows in PSL, 
 mid-latitude westerlies) plus smooth random weather with geostrophic winds, and a fixed random
 topography (per seed) that lowers PS and TS.
 
+About 400 lines on purpose: the fields of the 16 channels and the two kinds of event are one
+physical model, kept together so that their relations (moisture and temperature, pressure and
+wind) stay consistent.
+
 Tropical cyclones (label 1): Holland-profile pressure lows (centre ~96,700-100,200 Pa) between
 8 and 28 degrees latitude, with cyclonic winds (anticlockwise in the north, clockwise in the
 south), inflow near the surface, a moist warm core and heavy rain; labelled within a radius of

@@ -16,6 +16,7 @@ from deepcam_hvd.device import choose_device
 from deepcam_hvd.distributed.base import Backend
 from deepcam_hvd.distributed.select import create_backend, resolve_backend_name
 from deepcam_hvd.errors import LaunchError
+from deepcam_hvd.horovod_tuning import Workload
 from deepcam_hvd.launchers import LaunchInfo, detect_launch
 from deepcam_hvd.threads import ThreadPlan, apply_threads, plan_threads
 
@@ -70,13 +71,14 @@ def start_runtime(
     device: str = "auto",
     env: Mapping[str, str] | None = None,
     launch: LaunchInfo | None = None,
+    workload: Workload | None = None,
 ) -> Runtime:
-    """Detect the launcher (unless ``launch`` is given), start the backend, pick the device
-    and size the threads."""
+    """Detect the launcher (unless ``launch`` is given), start the backend (``workload``: what
+    each rank will compute per step, when known), pick the device and size the threads."""
     env = os.environ if env is None else env
     launch = launch or detect_launch(env, launcher)
     name = resolve_backend_name(backend, launch)
-    comm = create_backend(name, launch, device)
+    comm = create_backend(name, launch, device, workload)
     if comm.size != launch.size:
         raise LaunchError(f"{launch.launcher} reports {launch.size} ranks but the {name} "
                           f"backend's communicator has {comm.size}")

@@ -21,6 +21,7 @@ from deepcam_hvd.bench.step import NUM_CLASSES, StepSettings, TrainStep, time_st
 from deepcam_hvd.commands.options import runtime_options
 from deepcam_hvd.config import OptimizerName
 from deepcam_hvd.errors import ConfigError, DeepcamError
+from deepcam_hvd.horovod_tuning import Workload
 from deepcam_hvd.model import MODEL_NAMES, check_input_size
 from deepcam_hvd.runtime import start_runtime
 
@@ -72,7 +73,8 @@ def step(model: str, height: int, width: int, batch: int, steps: int, warmup: in
     settings = StepSettings(model=model, height=height, width=width, batch=batch,
                             optimizer=optimizer, precision=precision,
                             channels_last=channels_last, compile=compile_, seed=seed)
-    runtime = start_runtime(launcher, backend, device)
+    runtime = start_runtime(launcher, backend, device, workload=Workload(
+        model, height, width, batch, settings.in_channels))
     b = runtime.backend
     try:
         flop = batch * train_step_flops(model, settings.in_channels, NUM_CLASSES, 1, height,

@@ -31,7 +31,24 @@ def format_table(ranks: list[dict[str, Any]]) -> str:
         lines.append(f"{r['rank']:>4} {r['local_rank']:>3}/{r['local_size']:<3} "
                      f"{r['host'][:16]:<16} {r['device']:<8} {r['threads']:>7}  {span:<6} "
                      f"({r['thread_source']})")
-    return "\n".join(lines)
+    return "\n".join(lines + horovod_lines(ranks))
+
+
+def horovod_lines(ranks: list[dict[str, Any]]) -> list[str]:
+    """Rank 0's Horovod settings (``deepcam_hvd.horovod_tuning``): value, source, reason; the
+    ranks whose settings differ are named."""
+    tuning = ranks[0].get("horovod_tuning")
+    if not tuning:
+        return []
+    others = [r["rank"] for r in ranks[1:] if r.get("horovod_tuning", {}).get("settings")
+              != tuning["settings"]]
+    lines = ["horovod settings (rank 0; your own HOROVOD_* variables win):"]
+    for s in tuning["settings"]:
+        value = s["value"] if s["value"] is not None else "(horovod default)"
+        lines.append(f"  {s['variable']}={value}  [{s['source']}: {s['reason']}]")
+    if others:
+        lines.append(f"  ranks {', '.join(map(str, others))} chose differently (see --json)")
+    return lines
 
 
 @click.command()

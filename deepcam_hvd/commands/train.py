@@ -19,6 +19,7 @@ from deepcam_hvd.config import (
     resolve_config,
 )
 from deepcam_hvd.errors import ConfigError
+from deepcam_hvd.horovod_tuning import workload_for_config
 from deepcam_hvd.launchers import detect_launch
 from deepcam_hvd.presets import PRESETS, RULES, check_rules, preset
 from deepcam_hvd.runtime import start_runtime
@@ -90,7 +91,8 @@ def train(config_file: str | None, preset_name: str | None, rules: str | None, l
 
         check_elastic_launch(launch, backend, os.environ)
         run_training = run_elastic_training
-    runtime = start_runtime(launcher, backend, device, launch=launch)
+    runtime = start_runtime(launcher, backend, device, launch=launch,
+                            workload=workload_for_config(cfg))
     if runtime.backend.is_root:
         click.echo("config: " + json.dumps(cfg.to_dict(), sort_keys=True))
     try:

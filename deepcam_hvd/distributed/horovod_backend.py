@@ -8,19 +8,10 @@ from typing import Any
 
 import torch
 
-from deepcam_hvd.distributed.base import Backend, Group, ReduceOp, partition
+from deepcam_hvd.distributed.base import Backend, Group, ReduceOp, averaging_optimizer, partition
 from deepcam_hvd.errors import LaunchError
+from deepcam_hvd.horovod_tuning import GRADIENT_VARIABLE, MAIN_THREAD, Workload, tune
 from deepcam_hvd.launchers import LaunchInfo
-
-CYCLE_TIME_VARIABLE = "HOROVOD_CYCLE_TIME"
-#: Horovod's background thread negotiates every cycle, and under MPI (MPICH/UCX) it spins while
-#: a peer is late. When ranks fill their cores with compute, that spinning steals the compute
-#: threads' CPU: 2 ranks x 1 thread at 384x576 took 16.7 s a step at Horovod's default cycle,
-#: 13.6 s at 20 ms, 11.5 s at 50 ms (allreduce still overlapped: 2.1 % exposed), 11.6 s at 200 ms
-#: (4.6 % exposed), against 10.4-10.7 s for two processes that never communicate
-#: (benchmarks/RESULTS.md). CPU steps last seconds, so a 50 ms cycle costs little latency; GPU
-#: runs, whose steps are short, keep Horovod's default. A user's HOROVOD_CYCLE_TIME wins.
-CPU_CYCLE_TIME_MS = 50
 
 
 def _cpu_run(device_request: str) -> bool:
@@ -53,7 +44,8 @@ class HorovodBackend(Backend):
 
     name = "horovod"
 
-    def __init__(self, launch: LaunchInfo, device_request: str = "auto") -> None:
+    def __init__(self, launch: LaunchInfo, device_request: str = "auto",
+                 workload: Workload | None = None) -> None:
         build = horovod_build()
         if not build["installed"]:
             raise LaunchError(f"backend horovod: Horovod is not importable ({build['error']}); "
@@ -71,9 +63,11 @@ class HorovodBackend(Backend):
                               "horovodrun --gloo")
         import horovod.torch as hvd
 
-        if _cpu_run(device_request):
-            os.environ.setdefault(CYCLE_TIME_VARIABLE, str(CPU_CYCLE_TIME_MS))
-        self._cycle_time_ms = os.environ.get(CYCLE_TIME_VARIABLE, "horovod default")
+        # Cycle time, fusion threshold and background-thread placement: chosen from the run
+        # (device, transport, threads, cores, the workload's step) in one place; a user's
+        # HOROVOD_* variables win. Horovod reads them once, in hvd.init().
+        self.tuning = tune("cpu" if _cpu_run(device_request) else "cuda", launch.transport,
+                           launch.local_size, workload)
         self._hvd = hvd
         # Dynamic process sets let make_groups() build batch-norm groups after start-up.
         hvd.init(process_sets="dynamic")
@@ -169,6 +163,13 @@ class HorovodBackend(Backend):
         accumulation_steps: int = 1,
         compression: str = "none",
     ) -> torch.optim.Optimizer:
+        if self.gradient_averaging == MAIN_THREAD and compression == "none":
+            from deepcam_hvd.distributed.mpi_averaging import mpi_gradient_averager
+
+            # One MPI allreduce of all gradients from this thread after backward (see
+            # horovod_tuning.gradient_path for when and why); accumulation needs nothing:
+            # autograd sums the passes and step() averages once.
+            return averaging_optimizer(optimizer, mpi_gradient_averager())
         codec = self._hvd.Compression.fp16 if compression == "fp16" else \
             self._hvd.Compression.none
         # Horovod's hooks start each gradient's allreduce as soon as backward produces it
@@ -180,6 +181,16 @@ class HorovodBackend(Backend):
             op=self._hvd.Average,
             compression=codec,
         )
+
+    @property
+    def gradient_averaging(self) -> str:
+        """Who averages the gradients: "horovod" (DistributedOptimizer, on Horovod's thread)
+        or "main-thread" (one MPI allreduce after backward; needs MPI_THREAD_MULTIPLE)."""
+        path = self.tuning.value(GRADIENT_VARIABLE) or "horovod"
+        if path == MAIN_THREAD and not (self._hvd.mpi_enabled()
+                                        and self._hvd.mpi_threads_supported()):
+            return "horovod"
+        return path
 
     def make_groups(self, group_size: int) -> Group:
         if group_size in self._groups:
@@ -204,7 +215,10 @@ class HorovodBackend(Backend):
             "backend": self.name,
             "controller": "mpi" if self._hvd.mpi_enabled() else
             "gloo" if self._hvd.gloo_enabled() else "unknown",
-            "horovod_cycle_time_ms": self._cycle_time_ms,
+            "horovod_cycle_time_ms": self.tuning.value("HOROVOD_CYCLE_TIME") or
+            "horovod default",
+            "gradient_averaging": self.gradient_averaging,
+            "horovod_tuning": self.tuning.as_dict(),
         }
 
 

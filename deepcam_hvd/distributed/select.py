@@ -5,6 +5,7 @@ from __future__ import annotations
 from deepcam_hvd.distributed.base import Backend
 from deepcam_hvd.distributed.local import LocalBackend
 from deepcam_hvd.errors import ConfigError
+from deepcam_hvd.horovod_tuning import Workload
 from deepcam_hvd.launchers import LaunchInfo
 
 BACKEND_CHOICES = ("auto", "horovod", "torch", "local")
@@ -22,14 +23,16 @@ def resolve_backend_name(requested: str, launch: LaunchInfo) -> str:
     return requested
 
 
-def create_backend(name: str, launch: LaunchInfo, device_request: str = "auto") -> Backend:
-    """Start the named backend for this launch (``device_request`` decides gloo or nccl)."""
+def create_backend(name: str, launch: LaunchInfo, device_request: str = "auto",
+                   workload: Workload | None = None) -> Backend:
+    """Start the named backend for this launch (``device_request`` decides gloo or nccl;
+    ``workload``, when known, lets Horovod's settings be chosen from its step)."""
     if name == "local":
         return LocalBackend()
     if name == "horovod":
         from deepcam_hvd.distributed.horovod_backend import HorovodBackend
 
-        return HorovodBackend(launch, device_request)
+        return HorovodBackend(launch, device_request, workload)
     if name == "torch":
         from deepcam_hvd.distributed.torch_backend import TorchBackend
 

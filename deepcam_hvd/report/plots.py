@@ -1,4 +1,4 @@
-"""PNG plots of a set of runs: IoU against wall time, throughput and efficiency against ranks."""
+"""PNG plots of a set of runs: IoU against wall time, throughput and efficiency against cores."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from deepcam_hvd.report.runs import RunRecord
-from deepcam_hvd.report.tables import efficiencies
+from deepcam_hvd.report.tables import efficiencies, rated
 
 
 def _pyplot() -> Any:
@@ -56,26 +56,38 @@ def plot_iou(runs: list[RunRecord], path: Path) -> Path:
 
 
 def plot_scaling(runs: list[RunRecord], throughput_path: Path, efficiency_path: Path) -> None:
-    """Training throughput (with the ideal line) and parallel efficiency against ranks."""
+    """Training throughput against cores (with the ideal line from the runs' baseline) and
+    each series' efficiency against cores, as ``report.md`` defines them (``tables.py``)."""
     plt = _pyplot()
-    rated = sorted((r for r in runs if r.samples_per_s), key=lambda r: r.ranks)
+    rated = sorted((r for r in runs if r.samples_per_s), key=lambda r: (cores(r), r.name))
     eff = efficiencies(runs)
     fig, ax = plt.subplots(figsize=(6, 4.5))
     if rated:
-        base = rated[0]
-        ranks = sorted({r.ranks for r in rated})
-        ax.plot(ranks, [base.samples_per_s * p / base.ranks for p in ranks],  # type: ignore
-                color="grey", linestyle="--", label="ideal (linear)")
+        base = min(rated, key=lambda r: (cores(r), -(r.samples_per_s or 0.0)))
+        per_core = (base.samples_per_s or 0.0) / cores(base)
+        xs = sorted({cores(r) for r in rated})
+        ax.plot(xs, [per_core * c for c in xs], color="grey", linestyle="--",
+                label=f"ideal (linear from {base.name})")
         for r in rated:
-            ax.scatter([r.ranks], [r.samples_per_s], label=_label(r))
-    _finish(plt, fig, ax, ("ranks", "training samples/s (all ranks)",
-                           "Throughput against ranks"), bool(rated), throughput_path)
+            ax.scatter([cores(r)], [r.samples_per_s], label=_label(r))
+    _finish(plt, fig, ax, ("cores (ranks x threads per rank)", "training samples/s (all ranks)",
+                           "Throughput against cores"), bool(rated), throughput_path)
 
     fig, ax = plt.subplots(figsize=(6, 4.5))
-    for r in rated:
-        if eff[r.name] is not None:
-            ax.scatter([r.ranks], [eff[r.name]], label=_label(r))
+    markers = "osD^v<>"
+    series = list(dict.fromkeys(s for r in rated for s in eff[r.name]))
+    for i, name in enumerate(series):
+        points = [(cores(r), eff[r.name][name]) for r in rated if name in eff[r.name]]
+        if points:
+            ax.scatter([c for c, _ in points], [e.value for _, e in points],
+                       marker=markers[i % len(markers)],
+                       label=f"{name} (vs {points[0][1].baseline})")
     ax.axhline(1.0, color="grey", linestyle="--", linewidth=1)
     ax.set_ylim(0, 1.2)
-    _finish(plt, fig, ax, ("ranks", "parallel efficiency", "Efficiency against ranks"),
-            bool(rated), efficiency_path)
+    _finish(plt, fig, ax, ("cores (ranks x threads per rank)", "efficiency per core",
+                           "Efficiency against cores"), bool(series), efficiency_path)
+
+
+def cores(run: RunRecord) -> int:
+    """Cores a run computed on (ranks x threads per rank; 1 thread when not recorded)."""
+    return rated(run).cores

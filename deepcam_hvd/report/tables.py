@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 from deepcam_hvd.report.runs import RunRecord
+
+#: The series of runs that belong to no study series (``deepcam-hvd report`` over any runs).
+ALL_RUNS = "all"
 
 CSV_COLUMNS = (
     "run", "ranks", "nodes", "threads_per_rank", "local_batch_size",
     "gradient_accumulation_frequency", "global_batch_size", "epochs_run", "mean_epoch_s",
     "time_to_16_epochs_s", "time_to_16_epochs_estimated", "target_iou", "epochs_to_target",
     "time_to_target_s", "converged", "samples_per_s", "data_wait_fraction",
-    "parallel_efficiency", "status",
+    "efficiency", "efficiency_baseline", "status",
 )
 
 
@@ -27,23 +32,98 @@ def duration(seconds: float | None) -> str:
     return f"{seconds / 3600:.2f} h"
 
 
-def efficiencies(runs: list[RunRecord]) -> dict[str, float | None]:
-    """Parallel efficiency per run: throughput(P) / ((P / P0) x throughput(P0)).
+@dataclass(frozen=True)
+class Rated:
+    """What an efficiency is computed from: a run's name, size, throughput and series."""
 
-    P0 is the smallest rank count among the runs (its best throughput is the base). With the
-    same global work (strong scaling) or the same local batch (weak scaling) this is the
-    usual efficiency; 1.0 is perfect scaling.
+    name: str
+    ranks: int
+    threads_per_rank: int | None  # None: not recorded (counted as 1 thread per rank)
+    samples_per_s: float | None
+    series: tuple[str, ...] = ()  # the study series it belongs to; () -> ALL_RUNS
+
+    @property
+    def cores(self) -> int:
+        """Cores the run computed on: ranks x threads per rank."""
+        return self.ranks * (self.threads_per_rank or 1)
+
+
+@dataclass(frozen=True)
+class Efficiency:
+    """A run's efficiency in one series, and the run of that series it is measured against."""
+
+    value: float
+    baseline: str
+
+
+def scaling_efficiencies(runs: Sequence[Rated]) -> dict[str, dict[str, Efficiency]]:
+    """Per run and series: samples/s per core over the series baseline's samples/s per core.
+
+    The one definition ``study run`` and ``report`` both use. Efficiency =
+    (throughput / cores) / (baseline throughput / baseline cores), cores = ranks x threads
+    per rank. A series' baseline is its run on the fewest cores (ties: the fastest of them).
+    So in a weak or strong series (1 thread per rank) it is the usual
+    throughput(P) / (P / P0 x throughput(P0)) against the fewest ranks, and in a layout series
+    (the same cores split as ranks x threads) it is the throughput over the best layout's.
+    Runs outside any study series form one series, ``ALL_RUNS``.
     """
-    rated = [r for r in runs if r.samples_per_s]
-    if not rated:
-        return {r.name: None for r in runs}
-    base_ranks = min(r.ranks for r in rated)
-    base = max(r.samples_per_s or 0.0 for r in rated if r.ranks == base_ranks)
-    return {r.name: (r.samples_per_s / (r.ranks / base_ranks * base)
-                     if r.samples_per_s else None) for r in runs}
+    out: dict[str, dict[str, Efficiency]] = {r.name: {} for r in runs}
+    names = list(dict.fromkeys(s for r in runs for s in (r.series or (ALL_RUNS,))))
+    for series in names:
+        members = [r for r in runs if series in (r.series or (ALL_RUNS,)) and r.samples_per_s]
+        if not members:
+            continue
+        base = min(members, key=lambda r: (r.cores, -(r.samples_per_s or 0.0)))
+        per_core = (base.samples_per_s or 0.0) / base.cores
+        for r in members:
+            out[r.name][series] = Efficiency((r.samples_per_s or 0.0) / r.cores / per_core,
+                                             base.name)
+    return {r.name: {s: out[r.name][s] for s in (r.series or (ALL_RUNS,)) if s in out[r.name]}
+            for r in runs}  # each run's series in its own order
 
 
-def _row(r: RunRecord, eff: float | None) -> dict[str, object]:
+def rated(run: RunRecord) -> Rated:
+    """The efficiency inputs of a run directory (series from its study_meta.json, if any)."""
+    return Rated(run.name, run.ranks, run.threads_per_rank, run.samples_per_s,
+                 tuple(run.extra.get("series") or ()))
+
+
+def efficiencies(runs: list[RunRecord]) -> dict[str, dict[str, Efficiency]]:
+    """:func:`scaling_efficiencies` of run directories."""
+    return scaling_efficiencies([rated(r) for r in runs])
+
+
+def efficiency_cells(eff: dict[str, Efficiency]) -> tuple[str, str]:
+    """The CSV cells ``study.csv`` and ``report.csv`` share: 'weak=0.551 strong=0.424' and
+    'weak=r1xt1-lb2 strong=r1xt1-lb4' (values, then baselines)."""
+    return (" ".join(f"{k}={e.value:.3f}" for k, e in eff.items()),
+            " ".join(f"{k}={e.baseline}" for k, e in eff.items()))
+
+
+def _efficiency_text(eff: dict[str, Efficiency]) -> str:
+    """The Markdown cell: '0.90' for plain runs, 'weak 0.55, strong 0.42' in a study."""
+    if not eff:
+        return "-"
+    if list(eff) == [ALL_RUNS]:
+        return f"{eff[ALL_RUNS].value:.2f}"
+    return ", ".join(f"{k} {e.value:.2f}" for k, e in eff.items())
+
+
+def _baselines_note(eff: dict[str, dict[str, Efficiency]]) -> str:
+    """'Baselines: weak r1xt1-lb2, strong r1xt1-lb4.' from the table's efficiencies."""
+    bases: dict[str, str] = {}
+    for per_run in eff.values():
+        for series, e in per_run.items():
+            bases.setdefault(series, e.baseline)
+    if not bases:
+        return "No run has a throughput, so there is no efficiency."
+    if list(bases) == [ALL_RUNS]:
+        return f"Baseline: {bases[ALL_RUNS]}."
+    return "Baselines: " + ", ".join(f"{k} {v}" for k, v in bases.items()) + "."
+
+
+def _row(r: RunRecord, eff: dict[str, Efficiency]) -> dict[str, object]:
+    values, baselines = efficiency_cells(eff)
     return {
         "run": r.name, "ranks": r.ranks, "nodes": r.nodes,
         "threads_per_rank": r.threads_per_rank if r.threads_per_rank is not None else "",
@@ -56,7 +136,7 @@ def _row(r: RunRecord, eff: float | None) -> dict[str, object]:
         "epochs_to_target": r.epochs_to_target if r.epochs_to_target is not None else "",
         "time_to_target_s": _num(r.time_to_target_s), "converged": r.converged,
         "samples_per_s": _num(r.samples_per_s), "data_wait_fraction": _num(r.data_wait_fraction),
-        "parallel_efficiency": _num(eff), "status": r.status,
+        "efficiency": values, "efficiency_baseline": baselines, "status": r.status,
     }
 
 
@@ -82,7 +162,7 @@ def to_markdown(runs: list[RunRecord], title: str = "DeepCAM runs") -> str:
     goal = f"{targets.pop():g} IoU" if len(targets) == 1 else "target IoU"
     head = ("| run | ranks | nodes | threads/rank | local batch size | gradient accumulation | "
             f"~ epoch time | time to 16 epochs | epochs to {goal} | time to {goal} | "
-            "converged? | samples/s | efficiency |")
+            "converged? | samples/s | efficiency per core (vs baseline) |")
     lines = [f"# {title}", "", head, "|" + "---|" * 13]
     for r in runs:
         t16 = duration(r.time_to_16_epochs_s)
@@ -91,22 +171,24 @@ def to_markdown(runs: list[RunRecord], title: str = "DeepCAM runs") -> str:
         epochs = str(r.epochs_to_target) if r.converged else f"- (not in {r.epochs_run})"
         converged = "yes" if r.converged else ("no" if r.status != "running" else "running")
         rate = f"{r.samples_per_s:.2f}" if r.samples_per_s else "-"
-        e = eff[r.name]
         lines.append(
             f"| {r.name} | {r.ranks} | {r.nodes} | "
             f"{r.threads_per_rank if r.threads_per_rank is not None else '-'} | "
             f"{r.local_batch_size} | {r.gradient_accumulation_frequency} | "
             f"{duration(r.mean_epoch_s)} | {t16} | {epochs} | "
             f"{duration(r.time_to_target_s) if r.converged else '-'} | {converged} | {rate} | "
-            f"{f'{e:.2f}' if e is not None else '-'} |")
+            f"{_efficiency_text(eff[r.name])} |")
     lines += [
         "",
         "Epoch time is training only (evaluation excluded), the mean over the run's epochs. "
         "Time to 16 epochs is the NERSC-10 figure: the sum of the first 16 epoch times, or the "
         "mean epoch x 16 when fewer ran (marked est.). Time to the target is wall time from "
         "run_start to the evaluation that reached it (evaluations included). samples/s is the "
-        "median epoch's training throughput over all ranks; efficiency is "
-        "throughput(P) / ((P / P0) x throughput(P0)) against the run with the fewest ranks.",
+        "median epoch's training throughput over all ranks. Efficiency is samples/s per core "
+        "(cores = ranks x threads per rank) over the baseline's: the run of the series on the "
+        "fewest cores, the fastest of them on a tie (weak and strong: throughput(P) / "
+        "(P / P0 x throughput(P0)); layout: throughput over the best layout's). "
+        + _baselines_note(eff),
         "",
     ]
     return "\n".join(lines)

@@ -10,8 +10,8 @@ from typing import Any
 COLUMNS = (
     "name", "series", "ranks", "threads_per_rank", "local_batch_size", "global_batch_size",
     "step_s", "compute_s", "exposed_allreduce_s", "allreduce_s", "data_wait_s", "other_s",
-    "read_s", "epoch_s", "samples_per_s", "efficiency", "epochs_to_target", "time_to_target_s",
-    "converged", "load_average",
+    "read_s", "epoch_s", "samples_per_s", "efficiency", "efficiency_baseline",
+    "epochs_to_target", "time_to_target_s", "converged", "load_average",
 )
 
 
@@ -20,13 +20,15 @@ def _cell(value: Any) -> Any:
         return round(value, 4)
     if isinstance(value, list):
         return " ".join(map(str, value))
-    if isinstance(value, dict):
-        return " ".join(f"{k}={v:.3f}" for k, v in value.items())
+    if isinstance(value, dict):  # per series, as report.csv writes them (report/tables.py)
+        return " ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}"
+                        for k, v in value.items())
     return "" if value is None else value
 
 
 def study_csv(study: dict[str, Any]) -> str:
-    """One row per measured configuration."""
+    """One row per measured configuration; ``efficiency`` is per series ('weak=0.551
+    strong=0.424'), ``efficiency_baseline`` names each series' baseline run."""
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=COLUMNS, extrasaction="ignore",
                             lineterminator="\n")

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from deepcam_hvd.errors import ConfigError
+from deepcam_hvd.report.tables import Rated, scaling_efficiencies
 from deepcam_hvd.study.launch import Finished, run_ranks
 from deepcam_hvd.train.reporting import RunSummary
 
@@ -204,22 +205,19 @@ def row(cfg: StudyConfig, prof: dict[str, Any], run_dir: Path | None) -> dict[st
 
 
 def efficiencies(rows: list[dict[str, Any]]) -> None:
-    """Add per-series efficiency. Weak and strong: throughput(P) / ((P / P0) x
-    throughput(P0)), P0 the fewest ranks. Layout (the same cores split differently):
-    throughput / the best layout's throughput."""
-    for kind in SERIES:
-        members = [r for r in rows if kind in r["series"] and r.get("samples_per_s")]
-        if not members:
-            continue
-        if kind == "layout":
-            best = max(r["samples_per_s"] for r in members)
-            for r in members:
-                r.setdefault("efficiency", {})[kind] = r["samples_per_s"] / best
-            continue
-        base = min(members, key=lambda r: (r["ranks"], -r["threads_per_rank"]))
-        for r in members:
-            r.setdefault("efficiency", {})[kind] = (
-                r["samples_per_s"] / (r["ranks"] / base["ranks"] * base["samples_per_s"]))
+    """Add each row's per-series efficiency and the baseline it is measured against
+    (``efficiency``, ``efficiency_baseline``: series -> value / name), by the one definition
+    ``deepcam-hvd report`` uses (:func:`deepcam_hvd.report.tables.scaling_efficiencies`):
+    samples/s per core over the series' baseline's, the baseline being the series' run on
+    the fewest cores (weak, strong: 1 rank x 1 thread; layout: the best layout)."""
+    table = scaling_efficiencies([
+        Rated(r["name"], r["ranks"], r["threads_per_rank"], r.get("samples_per_s"),
+              tuple(r["series"])) for r in rows])
+    for r in rows:
+        mine = table[r["name"]]
+        if mine:
+            r["efficiency"] = {k: e.value for k, e in mine.items()}
+            r["efficiency_baseline"] = {k: e.baseline for k, e in mine.items()}
 
 
 def run_study(opts: StudyOptions, progress: Any = print) -> dict[str, Any]:

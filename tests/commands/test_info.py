@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from deepcam_hvd.commands.info import format_table, horovod_lines
 from tests.launch import DEEPCAM, run_ranks
 
 
@@ -45,7 +46,15 @@ def test_two_ranks_use_horovod(tmp_path: Path, launcher: str, expected_launcher:
             (expected_launcher, "horovod", controller)
         assert (r["size"], r["local_size"], r["local_rank"]) == (2, 2, r["rank"])
         assert r["threads"] == 1  # 2 cores, 2 ranks, OMP_NUM_THREADS=1 from the test
-        assert r["horovod_cycle_time_ms"] == "50"  # CPU ranks: long cycles, no stolen cores
+        # CPU ranks without a workload (info): the full-size cycle, chosen by horovod_tuning
+        assert r["horovod_cycle_time_ms"] == "50"
+        cycle, fusion, affinity, gradients = r["horovod_tuning"]["settings"]
+        assert (cycle["variable"], cycle["value"], cycle["source"]) == \
+            ("HOROVOD_CYCLE_TIME", "50", "chosen")
+        assert (fusion["value"], affinity["value"]) == (str(128 * 1024 * 1024), None)
+        # one thread per rank on 2 cores: gradients on the main thread where MPI is the transport
+        assert gradients["value"] == ("main-thread" if controller == "mpi" else "horovod")
+        assert r["horovod_tuning"]["shape"]["step_estimate_s"] is None
 
 
 @pytest.mark.multirank
@@ -54,6 +63,8 @@ def test_users_horovod_cycle_time_wins(tmp_path: Path) -> None:
     proc = run_ranks([DEEPCAM, "info", "--output", str(out)], env={"HOROVOD_CYCLE_TIME": "7"})
     assert proc.returncode == 0, proc.stderr
     assert [r["horovod_cycle_time_ms"] for r in json.loads(out.read_text())["ranks"]] == ["7"] * 2
+    assert "HOROVOD_CYCLE_TIME=7  [user: set before the run]" in proc.stdout
+    assert "HOROVOD_FUSION_THRESHOLD=134217728  [chosen:" in proc.stdout
 
 
 @pytest.mark.multirank
@@ -81,3 +92,23 @@ def test_bad_launcher_override_is_one_line() -> None:
     assert proc.returncode == 2
     assert proc.stderr.startswith("deepcam-hvd: error: openmpi environment is incomplete")
     assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_table_shows_each_horovod_setting_and_why() -> None:
+    settings = [{"variable": "HOROVOD_CYCLE_TIME", "value": "1.2", "source": "chosen",
+                 "reason": "step ~0.121 s (estimated) / 100"},
+                {"variable": "HOROVOD_THREAD_AFFINITY", "value": None,
+                 "source": "horovod default", "reason": "every core computes"}]
+    rank = {"launcher": "mpich-hydra", "backend": "horovod", "controller": "mpi",
+            "torch": "2", "allocator": "jemalloc", "horovod_build": {"installed": False},
+            "rank": 0, "local_rank": 0, "local_size": 2, "host": "h", "device": "cpu",
+            "threads": 1, "bound_cores": [0, 1], "thread_source": "OMP_NUM_THREADS",
+            "horovod_tuning": {"settings": settings}}
+    other = {**rank, "rank": 1, "horovod_tuning": {"settings": settings[:1]}}
+    lines = horovod_lines([rank, other])
+    assert lines[1:] == [
+        "  HOROVOD_CYCLE_TIME=1.2  [chosen: step ~0.121 s (estimated) / 100]",
+        "  HOROVOD_THREAD_AFFINITY=(horovod default)  [horovod default: every core computes]",
+        "  ranks 1 chose differently (see --json)"]
+    assert format_table([rank]).endswith(lines[2])
+    assert horovod_lines([{**rank, "horovod_tuning": None}]) == []

@@ -1,0 +1,276 @@
+"""Horovod's run-time settings (cycle time, fusion threshold, background-thread placement),
+chosen from the run in this one place before ``hvd.init()`` (issue 14).
+
+Why they matter on CPUs (Horovod 0.28.1, ``horovod/common/operations.cc``): every collective
+is run by one background thread per rank that sleeps until its next *cycle*
+(``HOROVOD_CYCLE_TIME``, default 1 ms) and then negotiates with the other ranks through the
+controller, once per cycle even when nothing is queued (with the MPI controller: an
+``MPI_Allreduce`` of the response-cache bits, plus an ``MPI_Allgather`` with dynamic process
+sets). An operation queued between cycles waits for the next one. The settings are read once,
+at ``hvd.init()``; nothing in 0.28.1 changes them later except ``HOROVOD_AUTOTUNE``, whose
+Bayesian search needs hundreds of steps of stable timing and was left off.
+
+Under MPI (MPICH ch4:ucx here) a rank whose cycle starts before its peer's spins in the
+collective until the peer arrives (``perf``: the background thread's time is in UCX/MPICH
+progress polling). Each thread schedules its next cycle from its own last start, so the
+offset between the ranks' cycles persists and grows as wake-ups are delayed by the compute
+threads sharing the core; it only shrinks when a cycle's work outlasts the cycle (a large
+fused allreduce realigns the ranks). When the ranks' threads fill their cores, that spinning
+is CPU taken from compute. Two costs pull the cycle time apart:
+
+* latency: gradients that backward finishes wait on average half a cycle for the next one,
+  and the step's last gradients are exposed (plus the trainer's blocking logging collective);
+* polling: the more cycles per step, the more spinning between the realignments.
+
+Measured (``benchmarks/RESULTS.md``, "Small steps on 2 ranks x 1 thread";
+``benchmarks/small_step_scaling.py``; earlier sweeps in "Layout study"): at full size (a 20-40 s
+step) 1 ms cycles cost 50 % of the step and 50 ms was best (20 ms: +18 %, 200 ms: no better);
+on the demo's 0.1-0.2 s step the 50 ms cycle exposed 20-30 % of the step and short cycles win
+(see RESULTS.md for the figures). So the cycle is a fixed fraction of the step,
+``step / CYCLES_PER_STEP``, within [``MIN_CYCLE_MS``, ``MAX_CYCLE_MS``]; the step comes from
+the workload (:func:`estimate_step_s`: FLOPs from ``bench/flops.py`` over a per-core rate
+fitted to this machine's measured steps) since ``hvd.init()`` runs before any step. Without a
+workload (``deepcam-hvd info``, ``data`` commands) the step is unknown and the cycle is
+``MAX_CYCLE_MS``, the full-size choice. GPU ranks keep Horovod's defaults (their steps are
+short and their cores are not the compute).
+
+Fusion threshold: Horovod's 128 MiB, stated explicitly. The demo's 4.2 MB of gradients fit one
+buffer and the full model's 226 MB two; a smaller buffer only splits the same copies and
+reductions into more cycles.
+
+Thread placement: with ``HOROVOD_THREAD_AFFINITY`` Horovod pins each local rank's background
+thread to one core. It pays only where that core is not computing: when this rank is bound to
+more cores than it runs threads on, the background thread goes to the last such core;
+otherwise (every core computing, as with 2 ranks x 1 thread on 2 cores) it is left with the
+rank, where the scheduler shares it with the compute threads.
+
+A variable the user set (``HOROVOD_CYCLE_TIME``, ``HOROVOD_FUSION_THRESHOLD``,
+``HOROVOD_THREAD_AFFINITY``) is kept as given; ``deepcam-hvd info`` shows each value, where
+it came from and why.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, MutableMapping
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from deepcam_hvd.config import TrainConfig
+
+CYCLE_VARIABLE = "HOROVOD_CYCLE_TIME"
+FUSION_VARIABLE = "HOROVOD_FUSION_THRESHOLD"
+AFFINITY_VARIABLE = "HOROVOD_THREAD_AFFINITY"
+#: Ours, not Horovod's: "horovod" (hvd.DistributedOptimizer: allreduces on Horovod's
+#: background thread, overlapped with backward) or "main-thread" (one MPI allreduce of all
+#: gradients after backward, deepcam_hvd/distributed/mpi_averaging.py).
+GRADIENT_VARIABLE = "DEEPCAM_GRADIENT_AVERAGING"
+HOROVOD_PATH = "horovod"
+MAIN_THREAD = "main-thread"
+
+#: Horovod 0.28.1's own defaults (operations.cc).
+HOROVOD_CYCLE_MS = 1.0
+HOROVOD_FUSION_BYTES = 128 * 1024 * 1024
+#: The cycle is this fraction of the (estimated) step, within the bounds below: with the
+#: gradients on Horovod's thread, 1/100 (their exposed wait); with them on the main thread,
+#: 1/4 (what is left on Horovod's thread, the stop flag sent at a step's start and read at its
+#: end, must arrive within the step, and fewer cycles poll less).
+CYCLES_PER_STEP = 100
+CYCLES_PER_STEP_MAIN_THREAD = 4
+MIN_CYCLE_MS = 1.0
+MAX_CYCLE_MS = 50.0
+#: Step-time model t = FLOP / (rate x threads) + overhead, fitted to one core of the 2-core
+#: EPYC VM of benchmarks/RESULTS.md: 35.9 s for the full model's 1.97 TFLOP step at 768x1152
+#: (2x1-solo) and 0.121 s for the reduced model's 2.56 GFLOP step at 96x144, batch 2
+#: (benchmarks/scaling, profiled compute). An estimate for choosing a cycle, not a prediction.
+CORE_GFLOP_PER_S = 55.0
+STEP_OVERHEAD_S = 0.074
+
+
+@dataclass(frozen=True)
+class Workload:
+    """What one rank computes per step: the model, the sample size and the local batch."""
+
+    model: str
+    height: int
+    width: int
+    local_batch_size: int
+    in_channels: int = 16
+
+
+@dataclass(frozen=True)
+class RunShape:
+    """What the choice is made from: device, transport, threads, cores and the step."""
+
+    device: str  # "cpu" or "cuda"
+    transport: str  # Horovod's controller: "mpi" or "gloo"
+    threads_per_rank: int
+    local_ranks: int
+    node_cores: int
+    bound_cores: tuple[int, ...]  # this rank's affinity mask
+    step_estimate_s: float | None  # None: no workload given
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One Horovod variable: its value (None: Horovod's default), who decided it and why."""
+
+    variable: str
+    value: str | None
+    source: str  # "user" (set before we started), "chosen" (here) or "horovod default"
+    reason: str
+
+
+@dataclass(frozen=True)
+class HorovodTuning:
+    """The settings chosen for one rank, and what they were chosen from."""
+
+    shape: RunShape
+    settings: tuple[Setting, ...]
+
+    def value(self, variable: str) -> str | None:
+        """The value in effect for ``variable`` (None: Horovod's default)."""
+        return next((s.value for s in self.settings if s.variable == variable), None)
+
+    def as_dict(self) -> dict[str, object]:
+        """JSON-ready form (``deepcam-hvd info --json``)."""
+        return {"shape": asdict(self.shape), "settings": [asdict(s) for s in self.settings]}
+
+    def summary(self) -> str:
+        """One line: 'cycle 25 ms (chosen), fusion 134217728 B (chosen), affinity default
+        (horovod default), gradients main-thread (chosen)'."""
+        names = {CYCLE_VARIABLE: "cycle", FUSION_VARIABLE: "fusion",
+                 AFFINITY_VARIABLE: "affinity", GRADIENT_VARIABLE: "gradients"}
+        units = {CYCLE_VARIABLE: " ms", FUSION_VARIABLE: " B", AFFINITY_VARIABLE: "",
+                 GRADIENT_VARIABLE: ""}
+        return ", ".join(
+            f"{names[s.variable]} {s.value + units[s.variable] if s.value else 'default'} "
+            f"({s.source})" for s in self.settings)
+
+
+def workload_for_config(cfg: TrainConfig, full_size: tuple[int, int] = (768, 1152)
+                        ) -> Workload:
+    """The workload of a training config: its model, channels and batch per optimizer step
+    (local batch x accumulation), at the size of the first training sample found under its
+    data root (``full_size``, the CAM5 size, when none can be read)."""
+    from deepcam_hvd.data.layout import list_split
+    from deepcam_hvd.data.reader import peek_shape
+
+    try:
+        height, width, _ = peek_shape(list_split(cfg.data_dir_prefix, "train"))
+    except Exception:  # noqa: BLE001 - an estimate only; the trainer reports bad data itself
+        height, width = full_size
+    return Workload(cfg.model, height, width,
+                    cfg.local_batch_size * cfg.gradient_accumulation_frequency,
+                    len(cfg.channels))
+
+
+def estimate_step_s(workload: Workload, threads: int) -> float:
+    """Seconds of one training step of ``workload`` on ``threads`` cores of this machine
+    (FLOPs counted by :func:`deepcam_hvd.bench.flops.train_step_flops`)."""
+    from deepcam_hvd.bench.flops import train_step_flops
+
+    flop = train_step_flops(workload.model, workload.in_channels, 3, workload.local_batch_size,
+                            workload.height, workload.width)
+    return flop / (CORE_GFLOP_PER_S * 1e9 * max(1, threads)) + STEP_OVERHEAD_S
+
+
+def cycle_time_ms(step_s: float | None, cycles_per_step: int = CYCLES_PER_STEP) -> float:
+    """The CPU cycle time for a step of ``step_s`` seconds (unknown: ``MAX_CYCLE_MS``)."""
+    if step_s is None:
+        return MAX_CYCLE_MS
+    return round(min(MAX_CYCLE_MS, max(MIN_CYCLE_MS, 1000 * step_s / cycles_per_step)), 1)
+
+
+def gradient_path(shape: RunShape) -> tuple[str, str]:
+    """Where gradients are averaged, and why: on the main thread when Horovod's background
+    thread can only run on a core that computes (CPU, MPI, one thread per rank, no free core)."""
+    if shape.device != "cpu":
+        return HOROVOD_PATH, "GPU ranks: Horovod's DistributedOptimizer"
+    if shape.transport != "mpi":
+        return HOROVOD_PATH, f"{shape.transport} transport: no MPI to call from the main thread"
+    if shape.threads_per_rank > 1 or spare_core(shape) is not None:
+        return HOROVOD_PATH, ("Horovod's thread overlaps backward on cores the compute "
+                              "threads share with it")
+    return MAIN_THREAD, ("one compute thread per rank and no free core: Horovod's thread "
+                         "would poll on the compute core")
+
+
+def spare_core(shape: RunShape) -> int | None:
+    """A core of this rank's own binding that its compute threads leave free, if any."""
+    bound = len(shape.bound_cores) < shape.node_cores
+    if bound and len(shape.bound_cores) > shape.threads_per_rank:
+        return shape.bound_cores[-1]
+    return None
+
+
+def choose(shape: RunShape, env: Mapping[str, str]) -> HorovodTuning:
+    """The three settings for ``shape``; a variable already in ``env`` is kept (source user)."""
+    path, path_why = gradient_path(shape)
+    if env.get(GRADIENT_VARIABLE, "") in (HOROVOD_PATH, MAIN_THREAD):
+        path = env[GRADIENT_VARIABLE]
+    if shape.device != "cpu":
+        wanted: dict[str, tuple[str | None, str]] = {
+            CYCLE_VARIABLE: (None, "GPU ranks: Horovod's default"),
+            FUSION_VARIABLE: (None, "GPU ranks: Horovod's default"),
+            AFFINITY_VARIABLE: (None, "GPU ranks: Horovod's default"),
+            GRADIENT_VARIABLE: (path, path_why),
+        }
+    else:
+        step = shape.step_estimate_s
+        per_step = CYCLES_PER_STEP_MAIN_THREAD if path == MAIN_THREAD else CYCLES_PER_STEP
+        cycle = cycle_time_ms(step, per_step)
+        why = (f"step ~{step:.3g} s (estimated) / {per_step} ({path} gradients), within "
+               f"[{MIN_CYCLE_MS:g}, {MAX_CYCLE_MS:g}] ms" if step is not None else
+               f"step unknown: the full-size choice ({MAX_CYCLE_MS:g} ms)")
+        core = spare_core(shape)
+        wanted = {
+            CYCLE_VARIABLE: (f"{cycle:g}", why),
+            # Left unset: Horovod 0.28.1 crashes (SIGSEGV in BayesianParameter::SetValue) on
+            # an elastic reset when the cycle time and the fusion threshold are both fixed.
+            FUSION_VARIABLE: (None, "Horovod's 128 MiB: a step's gradients in one or two "
+                                    "buffers"),
+            AFFINITY_VARIABLE: (
+                (str(core), f"core {core} of this rank's binding runs no compute thread")
+                if core is not None else
+                (None, "every core of this rank computes: the thread stays with the rank")),
+            GRADIENT_VARIABLE: (path, path_why),
+        }
+    settings = []
+    for variable, (value, reason) in wanted.items():
+        if env.get(variable, "") != "":
+            settings.append(Setting(variable, env[variable], "user", "set before the run"))
+        elif value is None:
+            settings.append(Setting(variable, None, "horovod default", reason))
+        else:
+            settings.append(Setting(variable, value, "chosen", reason))
+    return HorovodTuning(shape, tuple(settings))
+
+
+def apply(tuning: HorovodTuning, env: MutableMapping[str, str] | None = None) -> None:
+    """Export the chosen HOROVOD_* values (never overwriting a user's) for ``hvd.init()`` to
+    read; the gradient path is read from ``tuning`` by the backend, not exported."""
+    target = os.environ if env is None else env
+    for s in tuning.settings:
+        if s.source == "chosen" and s.value is not None and s.variable.startswith("HOROVOD_"):
+            target.setdefault(s.variable, s.value)
+
+
+def tune(device: str, transport: str, local_ranks: int, workload: Workload | None = None,
+         env: MutableMapping[str, str] | None = None) -> HorovodTuning:
+    """Choose and export this rank's Horovod settings; call it right before ``hvd.init()``.
+
+    Threads per rank are planned as the runtime will plan them (``deepcam_hvd.threads``);
+    the step is estimated from ``workload`` when given.
+    """
+    from deepcam_hvd.threads import plan_threads
+
+    target = os.environ if env is None else env
+    plan = plan_threads(target, local_ranks)
+    step = estimate_step_s(workload, plan.threads) if workload and device == "cpu" else None
+    shape = RunShape(device, transport, plan.threads, local_ranks, plan.node_cores,
+                     tuple(plan.bound_cores), step)
+    tuning = choose(shape, target)
+    apply(tuning, target)
+    return tuning

@@ -41,6 +41,36 @@ def test_equal_gradients_stay_and_each_dtype_is_one_call() -> None:
     assert comm.calls == [("float32", 1), ("float32", 3), ("float64", 1)]
 
 
+def test_a_rider_is_summed_in_the_gradients_allreduce() -> None:
+    comm = FakeComm(2)
+    averager = mpi_gradient_averager(comm)
+    grads = [torch.tensor([1.0, 2.0]), torch.tensor([[3.0]])]
+    wait = averager.ride(torch.tensor([1.0]))
+    averager(grads)
+    assert comm.calls == [("float32", 4)]  # 3 gradient values + the flag, one call
+    assert [g.tolist() for g in grads] == [[1.0, 2.0], [[3.0]]]  # averaged: unchanged
+    assert wait().tolist() == [2.0]  # summed, not averaged
+    assert comm.calls == [("float32", 4)]  # reading it costs nothing more
+
+
+def test_a_rider_without_averaging_is_reduced_when_read() -> None:
+    comm = FakeComm(3)
+    averager = mpi_gradient_averager(comm)
+    first, second = averager.ride(torch.tensor([1.0])), averager.ride(torch.tensor([0.0, 2.0]))
+    assert second().tolist() == [0.0, 6.0] and first().tolist() == [3.0]
+    assert comm.calls == [("float32", 3)]  # both waiting riders in one call
+    averager([torch.tensor([5.0])])
+    assert comm.calls[-1] == ("float32", 1)  # nothing left riding
+
+
+def test_plain_allreduce_sums_or_averages_in_the_tensors_dtype() -> None:
+    averager = mpi_gradient_averager(FakeComm(4))
+    got = averager.allreduce(torch.tensor([1.0, 3.0], dtype=torch.float64), mean=True)
+    assert got.dtype == torch.float64 and got.tolist() == [1.0, 3.0]
+    counts = averager.allreduce(torch.tensor([2, 5]), mean=False)
+    assert counts.dtype == torch.int64 and counts.tolist() == [8, 20]
+
+
 WORKER = textwrap.dedent("""
     import json, torch
     import horovod.torch as hvd

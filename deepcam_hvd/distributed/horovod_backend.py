@@ -9,6 +9,7 @@ from typing import Any
 import torch
 
 from deepcam_hvd.distributed.base import Backend, Group, ReduceOp, averaging_optimizer, partition
+from deepcam_hvd.distributed.mpi_averaging import MpiGradientAverager, mpi_gradient_averager
 from deepcam_hvd.errors import LaunchError
 from deepcam_hvd.horovod_tuning import GRADIENT_VARIABLE, MAIN_THREAD, Workload, tune
 from deepcam_hvd.launchers import LaunchInfo
@@ -74,6 +75,7 @@ class HorovodBackend(Backend):
         self._build = build
         self._groups: dict[int, Group] = {}
         self._object_ops = 0
+        self._averager: MpiGradientAverager | None = None  # set by distributed_optimizer
         if hvd.size() != launch.size or hvd.rank() != launch.rank:
             raise LaunchError(
                 f"{launch.launcher} started rank {launch.rank} of {launch.size} but Horovod's "
@@ -110,12 +112,22 @@ class HorovodBackend(Backend):
     def allreduce(
         self, tensor: torch.Tensor, op: ReduceOp = "mean", group: Group | None = None
     ) -> torch.Tensor:
+        if self._averager is not None and group is None and tensor.device.type == "cpu":
+            # Gradients averaged on this thread: so are the loop's other sums, so that
+            # nothing in a step waits for Horovod's next cycle.
+            return self._averager.allreduce(tensor, mean=op == "mean")
         hvd_op, process_set, kind = self._reduce_args(op, group)
         return self._hvd.allreduce(tensor, op=hvd_op, process_set=process_set,
                                    name=_stable_name(kind, tensor))
 
     def allreduce_start(self, tensor: torch.Tensor, op: ReduceOp = "sum",
                         name: str = "pending") -> Callable[[], torch.Tensor]:
+        if self._averager is not None and tensor.device.type == "cpu":
+            # Gradients averaged on this thread: the sum rides in their allreduce.
+            wait = self._averager.ride(tensor)
+            if op == "mean":
+                return lambda: wait() / self.size
+            return wait
         hvd_op, process_set, kind = self._reduce_args(op, None)
         handle = self._hvd.allreduce_async(tensor, op=hvd_op, process_set=process_set,
                                            name=f"deepcam.{kind}.{name}")
@@ -164,12 +176,11 @@ class HorovodBackend(Backend):
         compression: str = "none",
     ) -> torch.optim.Optimizer:
         if self.gradient_averaging == MAIN_THREAD and compression == "none":
-            from deepcam_hvd.distributed.mpi_averaging import mpi_gradient_averager
-
             # One MPI allreduce of all gradients from this thread after backward (see
             # horovod_tuning.gradient_path for when and why); accumulation needs nothing:
             # autograd sums the passes and step() averages once.
-            return averaging_optimizer(optimizer, mpi_gradient_averager())
+            self._averager = mpi_gradient_averager()
+            return averaging_optimizer(optimizer, self._averager)
         codec = self._hvd.Compression.fp16 if compression == "fp16" else \
             self._hvd.Compression.none
         # Horovod's hooks start each gradient's allreduce as soon as backward produces it

@@ -10,6 +10,9 @@ the same over MPI: the gradients are flattened into one buffer, summed with one
 ``MPI_Allreduce`` on a duplicate of ``MPI_COMM_WORLD`` (mpi4py, the MPI Horovod runs on), and
 divided by the number of ranks. Horovod keeps every other collective.
 
+Small sums can ride along (:meth:`MpiGradientAverager.ride`): the trainer's stop flag is added
+to the end of the gradient buffer, so agreeing on a stop costs no collective of its own.
+
 It needs ``MPI_THREAD_MULTIPLE`` (Horovod's background thread uses MPI at the same time); the
 caller checks ``hvd.mpi_threads_supported()``. :func:`deepcam_hvd.horovod_tuning.choose`
 decides when it is used.
@@ -27,26 +30,89 @@ from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
 NUMPY_FLOATS = (torch.float32, torch.float64, torch.float16)
 
 
-def mpi_gradient_averager(comm: Any = None) -> Callable[[list[torch.Tensor]], None]:
-    """A function that replaces each gradient by its mean over the ranks of ``comm``
-    (default: a duplicate of ``MPI_COMM_WORLD``; every rank must call it in the same order)."""
-    from mpi4py import MPI
+class _Rider:
+    """A float32 tensor to be summed over the ranks with the next gradient averaging."""
 
-    comm = MPI.COMM_WORLD.Dup() if comm is None else comm
-    size = comm.Get_size()
+    def __init__(self, value: torch.Tensor) -> None:
+        self.value = value.detach().to(torch.float32).reshape(-1).clone()
+        self.shape = value.shape
+        self.result: torch.Tensor | None = None
 
-    def average(grads: list[torch.Tensor]) -> None:
-        by_dtype: dict[torch.dtype, list[torch.Tensor]] = {}
+
+class MpiGradientAverager:
+    """Replaces each gradient by its mean over the ranks of ``comm`` (default: a duplicate of
+    ``MPI_COMM_WORLD``); every rank must call it, and :meth:`ride`, in the same order."""
+
+    def __init__(self, comm: Any = None) -> None:
+        from mpi4py import MPI
+
+        self._mpi = MPI
+        self.comm = MPI.COMM_WORLD.Dup() if comm is None else comm
+        self.size = self.comm.Get_size()
+        self._riders: list[_Rider] = []
+
+    def ride(self, value: torch.Tensor) -> Callable[[], torch.Tensor]:
+        """Sum ``value`` over the ranks in the next gradient averaging; the returned function
+        gives the sum (float32), allreducing the waiting riders itself if no averaging ran."""
+        rider = _Rider(value)
+        self._riders.append(rider)
+
+        def wait() -> torch.Tensor:
+            if rider.result is None:
+                self._reduce([], 0)
+            assert rider.result is not None
+            return rider.result
+
+        return wait
+
+    def allreduce(self, tensor: torch.Tensor, mean: bool) -> torch.Tensor:
+        """The sum (or mean) of a CPU tensor over the ranks, at once (a new tensor)."""
+        out = tensor.detach().clone().contiguous()
+        work = out if out.dtype in NUMPY_FLOATS else out.double()
+        self.comm.Allreduce(self._mpi.IN_PLACE, work.numpy(), op=self._mpi.SUM)
+        if mean:
+            work = work / self.size
+        return work.to(tensor.dtype)
+
+    def __call__(self, grads: list[torch.Tensor]) -> None:
+        by_dtype: dict[torch.dtype, list[torch.Tensor]] = {torch.float32: []}
         for g in grads:
             by_dtype.setdefault(g.dtype, []).append(g)
         for dtype in sorted(by_dtype, key=str):  # the same order on every rank
             group = by_dtype[dtype]
-            flat = _flatten_dense_tensors(group)
-            if dtype not in NUMPY_FLOATS:
-                flat = flat.float()
-            comm.Allreduce(MPI.IN_PLACE, flat.numpy(), op=MPI.SUM)
-            flat.div_(size)
-            for grad, mean in zip(group, _unflatten_dense_tensors(flat, group), strict=True):
-                grad.copy_(mean)
+            if dtype == torch.float32:
+                self._reduce(group, len(group))
+            elif group:
+                self._average(group)
 
-    return average
+    def _average(self, group: list[torch.Tensor]) -> None:
+        flat = _flatten_dense_tensors(group)
+        if flat.dtype not in NUMPY_FLOATS:
+            flat = flat.float()
+        self.comm.Allreduce(self._mpi.IN_PLACE, flat.numpy(), op=self._mpi.SUM)
+        flat.div_(self.size)
+        for grad, mean in zip(group, _unflatten_dense_tensors(flat, group), strict=True):
+            grad.copy_(mean)
+
+    def _reduce(self, group: list[torch.Tensor], count: int) -> None:
+        """One allreduce of float32 ``group`` (averaged) followed by the riders (summed)."""
+        riders, self._riders = self._riders, []
+        if not group and not riders:
+            return
+        parts = [g.reshape(-1) for g in group] + [r.value for r in riders]
+        flat = torch.cat(parts) if len(parts) > 1 else parts[0].clone()
+        self.comm.Allreduce(self._mpi.IN_PLACE, flat.numpy(), op=self._mpi.SUM)
+        offset = 0
+        for g in group[:count]:
+            n = g.numel()
+            g.copy_(flat[offset:offset + n].view_as(g)).div_(self.size)
+            offset += n
+        for r in riders:
+            n = r.value.numel()
+            r.result = flat[offset:offset + n].clone().reshape(r.shape)
+            offset += n
+
+
+def mpi_gradient_averager(comm: Any = None) -> MpiGradientAverager:
+    """An :class:`MpiGradientAverager` over ``comm`` (default: a duplicate of MPI_COMM_WORLD)."""
+    return MpiGradientAverager(comm)

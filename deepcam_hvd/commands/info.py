@@ -9,6 +9,8 @@ from typing import Any
 import click
 
 from deepcam_hvd.commands.options import runtime_options
+from deepcam_hvd.config import read_config_file, resolve_config
+from deepcam_hvd.horovod_tuning import workload_for_config
 from deepcam_hvd.runtime import start_runtime
 
 
@@ -56,10 +58,19 @@ def horovod_lines(ranks: list[dict[str, Any]]) -> list[str]:
 @click.option("--output", type=click.Path(dir_okay=False, writable=True), default=None,
               help="Also write the JSON document to this file (rank 0), e.g. under horovodrun, "
                    "which prefixes every printed line with the rank.")
+@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False),
+              default=None,
+              help="A training config (TOML/YAML/JSON, as for train --config): show the Horovod "
+                   "settings a training run of it would get (its model, sample size and batch "
+                   "set the step they are chosen from).")
 @runtime_options
-def info(as_json: bool, output: str | None, launcher: str, backend: str, device: str) -> None:
+def info(as_json: bool, output: str | None, config_file: str | None, launcher: str,
+         backend: str, device: str) -> None:
     """Show, per rank, how this launch is wired (run it under your launcher)."""
-    runtime = start_runtime(launcher, backend, device)
+    workload = None
+    if config_file:
+        workload = workload_for_config(resolve_config(read_config_file(config_file)))
+    runtime = start_runtime(launcher, backend, device, workload=workload)
     ranks = runtime.backend.allgather_object(runtime.describe())  # every rank calls it
     if runtime.backend.is_root:
         document = json.dumps({"size": runtime.size, "ranks": ranks}, indent=2)

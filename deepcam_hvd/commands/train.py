@@ -95,6 +95,9 @@ def train(config_file: str | None, preset_name: str | None, rules: str | None, l
                             workload=workload_for_config(cfg))
     if runtime.backend.is_root:
         click.echo("config: " + json.dumps(cfg.to_dict(), sort_keys=True))
+        tuning = getattr(runtime.backend, "tuning", None)
+        if tuning is not None:
+            click.echo(f"horovod settings: {tuning.summary()}")
     try:
         summary = run_training(cfg, runtime)
     finally:

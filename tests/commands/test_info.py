@@ -9,6 +9,12 @@ from pathlib import Path
 import pytest
 
 from deepcam_hvd.commands.info import format_table, horovod_lines
+from deepcam_hvd.horovod_tuning import (
+    CYCLES_PER_STEP_MAIN_THREAD,
+    Workload,
+    cycle_time_ms,
+    estimate_step_s,
+)
 from tests.launch import DEEPCAM, run_ranks
 
 
@@ -51,7 +57,7 @@ def test_two_ranks_use_horovod(tmp_path: Path, launcher: str, expected_launcher:
         cycle, fusion, affinity, gradients = r["horovod_tuning"]["settings"]
         assert (cycle["variable"], cycle["value"], cycle["source"]) == \
             ("HOROVOD_CYCLE_TIME", "50", "chosen")
-        assert (fusion["value"], affinity["value"]) == (str(128 * 1024 * 1024), None)
+        assert (fusion["value"], affinity["value"]) == (None, None)  # Horovod's own
         # one thread per rank on 2 cores: gradients on the main thread where MPI is the transport
         assert gradients["value"] == ("main-thread" if controller == "mpi" else "horovod")
         assert r["horovod_tuning"]["shape"]["step_estimate_s"] is None
@@ -64,7 +70,23 @@ def test_users_horovod_cycle_time_wins(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert [r["horovod_cycle_time_ms"] for r in json.loads(out.read_text())["ranks"]] == ["7"] * 2
     assert "HOROVOD_CYCLE_TIME=7  [user: set before the run]" in proc.stdout
-    assert "HOROVOD_FUSION_THRESHOLD=134217728  [chosen:" in proc.stdout
+    assert "HOROVOD_FUSION_THRESHOLD=(horovod default)  [horovod default:" in proc.stdout
+
+
+@pytest.mark.multirank
+def test_a_training_config_sets_the_step_the_cycle_is_chosen_from(tmp_path: Path,
+                                                                  tiny_root: Path) -> None:
+    config = tmp_path / "run.toml"
+    config.write_text(f'model = "deeplab-xception-small"\ndata_dir_prefix = "{tiny_root}"\n'
+                      "local_batch_size = 2\n")
+    out = tmp_path / "info.json"
+    proc = run_ranks([DEEPCAM, "info", "--config", str(config), "--output", str(out)])
+    assert proc.returncode == 0, proc.stderr
+    step = estimate_step_s(Workload("deeplab-xception-small", 32, 48, 2), 1)
+    for r in json.loads(out.read_text())["ranks"]:
+        assert r["horovod_tuning"]["shape"]["step_estimate_s"] == pytest.approx(step)
+        assert r["horovod_cycle_time_ms"] == f"{cycle_time_ms(step, CYCLES_PER_STEP_MAIN_THREAD):g}"
+        assert r["gradient_averaging"] == "main-thread"
 
 
 @pytest.mark.multirank

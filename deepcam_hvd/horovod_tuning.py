@@ -72,12 +72,14 @@ MAIN_THREAD = "main-thread"
 #: Horovod 0.28.1's own defaults (operations.cc).
 HOROVOD_CYCLE_MS = 1.0
 HOROVOD_FUSION_BYTES = 128 * 1024 * 1024
-#: The cycle is this fraction of the (estimated) step, within the bounds below: with the
-#: gradients on Horovod's thread, 1/100 (their exposed wait); with them on the main thread,
-#: 1/4 (what is left on Horovod's thread, the stop flag sent at a step's start and read at its
-#: end, must arrive within the step, and fewer cycles poll less).
+#: With the gradients on Horovod's thread the cycle is this fraction of the (estimated) step
+#: (their exposed wait), within the bounds below.
 CYCLES_PER_STEP = 100
-CYCLES_PER_STEP_MAIN_THREAD = 4
+#: With them on the main thread, nothing in training waits on Horovod's thread (sums, the stop
+#: flag, objects and barriers go the same way; only start-up broadcasts and batch-norm groups
+#: stay), so the cycle only sets how often its idle negotiation polls: 200 ms, measured better
+#: than 30 ms on the demo (benchmarks/RESULTS.md, "Small steps on 2 ranks x 1 thread").
+MAIN_THREAD_CYCLE_MS = 200.0
 MIN_CYCLE_MS = 1.0
 MAX_CYCLE_MS = 50.0
 #: Step-time model t = FLOP / (rate x threads) + overhead, fitted to one core of the 2-core
@@ -219,11 +221,14 @@ def choose(shape: RunShape, env: Mapping[str, str]) -> HorovodTuning:
         }
     else:
         step = shape.step_estimate_s
-        per_step = CYCLES_PER_STEP_MAIN_THREAD if path == MAIN_THREAD else CYCLES_PER_STEP
-        cycle = cycle_time_ms(step, per_step)
-        why = (f"step ~{step:.3g} s (estimated) / {per_step} ({path} gradients), within "
-               f"[{MIN_CYCLE_MS:g}, {MAX_CYCLE_MS:g}] ms" if step is not None else
-               f"step unknown: the full-size choice ({MAX_CYCLE_MS:g} ms)")
+        if path == MAIN_THREAD:
+            cycle = MAIN_THREAD_CYCLE_MS
+            why = "gradients on the main thread: nothing in training waits on Horovod's cycle"
+        else:
+            cycle = cycle_time_ms(step)
+            why = (f"step ~{step:.3g} s (estimated) / {CYCLES_PER_STEP}, within "
+                   f"[{MIN_CYCLE_MS:g}, {MAX_CYCLE_MS:g}] ms" if step is not None else
+                   f"step unknown: the full-size choice ({MAX_CYCLE_MS:g} ms)")
         core = spare_core(shape)
         wanted = {
             CYCLE_VARIABLE: (f"{cycle:g}", why),

@@ -72,7 +72,7 @@ def test_plain_allreduce_sums_or_averages_in_the_tensors_dtype() -> None:
 
 
 WORKER = textwrap.dedent("""
-    import json, torch
+    import json, sys, torch
     import horovod.torch as hvd
     hvd.init()
     from deepcam_hvd.distributed.mpi_averaging import mpi_gradient_averager
@@ -81,7 +81,8 @@ WORKER = textwrap.dedent("""
     mpi_gradient_averager()(grads)
     threads = hvd.mpi_threads_supported()
     doc = json.dumps({"grads": [g.tolist() for g in grads], "mt": threads})
-    print(f"RESULT {r} {doc}", flush=True)  # one write: the ranks share stdout
+    sys.stdout.write(f"RESULT {r} {doc}\\n")  # one write: the ranks share stdout
+    sys.stdout.flush()
     hvd.shutdown()
 """)
 

@@ -75,13 +75,18 @@ class HorovodBackend(Backend):
         self._build = build
         self._groups: dict[int, Group] = {}
         self._object_ops = 0
-        self._averager: MpiGradientAverager | None = None  # set by distributed_optimizer
+        self._averager: MpiGradientAverager | None = None
         if hvd.size() != launch.size or hvd.rank() != launch.rank:
             raise LaunchError(
                 f"{launch.launcher} started rank {launch.rank} of {launch.size} but Horovod's "
                 f"communicator has rank {hvd.rank()} of {hvd.size()}: the launcher's MPI does "
                 "not match the MPI Horovod was built with (use the matching mpirun/srun --mpi)"
             )
+        # Main-thread mode (horovod_tuning.gradient_path): every collective over all ranks
+        # runs on the calling thread through MPI; Horovod's thread keeps only the batch-norm
+        # groups' collectives.
+        if self.gradient_averaging == MAIN_THREAD:
+            self._averager = mpi_gradient_averager()
 
     @property
     def rank(self) -> int:
@@ -100,6 +105,9 @@ class HorovodBackend(Backend):
         return int(self._hvd.local_size())
 
     def barrier(self) -> None:
+        if self._averager is not None:
+            self._averager.comm.Barrier()
+            return
         self._hvd.barrier()
 
     def _reduce_args(self, op: ReduceOp, group: Group | None) -> tuple[Any, Any, str]:
@@ -113,8 +121,9 @@ class HorovodBackend(Backend):
         self, tensor: torch.Tensor, op: ReduceOp = "mean", group: Group | None = None
     ) -> torch.Tensor:
         if self._averager is not None and group is None and tensor.device.type == "cpu":
-            # Gradients averaged on this thread: so are the loop's other sums, so that
-            # nothing in a step waits for Horovod's next cycle.
+            # Gradients averaged on this thread: so are the loop's other sums, objects and
+            # barriers, so that nothing in training waits for Horovod's next cycle (which is
+            # long then, horovod_tuning.MAIN_THREAD_CYCLE_MS).
             return self._averager.allreduce(tensor, mean=op == "mean")
         hvd_op, process_set, kind = self._reduce_args(op, group)
         return self._hvd.allreduce(tensor, op=hvd_op, process_set=process_set,
@@ -134,10 +143,16 @@ class HorovodBackend(Backend):
         return lambda: self._hvd.synchronize(handle)
 
     def broadcast(self, tensor: torch.Tensor, root: int = 0) -> torch.Tensor:
+        if self._averager is not None and tensor.device.type == "cpu":  # see allreduce
+            out = tensor.detach().clone().contiguous()
+            self._averager.comm.Bcast(out.reshape(-1).view(torch.uint8).numpy(), root=root)
+            return out
         return self._hvd.broadcast(tensor, root_rank=root,
                                    name=_stable_name(f"broadcast.{root}", tensor))
 
     def broadcast_many(self, tensors: Sequence[torch.Tensor], root: int = 0) -> list[torch.Tensor]:
+        if self._averager is not None:
+            return [self.broadcast(t, root) for t in tensors]
         # All in flight at once: one negotiation cycle for the lot, not one per tensor.
         handles = [self._hvd.broadcast_async(t, root_rank=root,
                                              name=_stable_name(f"broadcast.{root}.{i}", t))
@@ -146,6 +161,8 @@ class HorovodBackend(Backend):
 
     def allreduce_many(self, tensors: Sequence[torch.Tensor], op: ReduceOp = "mean",
                        group: Group | None = None) -> list[torch.Tensor]:
+        if self._averager is not None and group is None:
+            return [self.allreduce(t, op) for t in tensors]
         hvd_op, process_set, kind = self._reduce_args(op, group)
         handles = [self._hvd.allreduce_async(t, op=hvd_op, process_set=process_set,
                                              name=_stable_name(f"{kind}.{i}", t))
@@ -163,9 +180,13 @@ class HorovodBackend(Backend):
         self._object_ops = 0
 
     def broadcast_object(self, obj: Any, root: int = 0) -> Any:
+        if self._averager is not None:  # see allreduce
+            return self._averager.comm.bcast(obj, root=root)
         return self._hvd.broadcast_object(obj, root_rank=root, name=self._next_name("bcast"))
 
     def allgather_object(self, obj: Any) -> list[Any]:
+        if self._averager is not None:
+            return list(self._averager.comm.allgather(obj))
         return list(self._hvd.allgather_object(obj, name=self._next_name("gather")))
 
     def distributed_optimizer(
@@ -175,11 +196,10 @@ class HorovodBackend(Backend):
         accumulation_steps: int = 1,
         compression: str = "none",
     ) -> torch.optim.Optimizer:
-        if self.gradient_averaging == MAIN_THREAD and compression == "none":
+        if self._averager is not None and compression == "none":
             # One MPI allreduce of all gradients from this thread after backward (see
             # horovod_tuning.gradient_path for when and why); accumulation needs nothing:
             # autograd sums the passes and step() averages once.
-            self._averager = mpi_gradient_averager()
             return averaging_optimizer(optimizer, self._averager)
         codec = self._hvd.Compression.fp16 if compression == "fp16" else \
             self._hvd.Compression.none

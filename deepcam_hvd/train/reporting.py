@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import sys
+import types
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -116,6 +117,19 @@ class RunSummary:
         write_text_atomic(path, json.dumps(self.as_dict(), indent=2) + "\n")
 
 
+def summary_writer(log_dir: Path) -> Any:
+    """torch's TensorBoard writer, kept from importing TensorFlow.
+
+    TensorBoard uses TensorFlow when it can import it (installed beside torch for CosmoFlow):
+    2.5-4.5 s more per process and TF's start-up lines on stderr. The module
+    ``tensorboard.compat.notf`` tells it to use its own stub, which writes the same files.
+    """
+    sys.modules.setdefault("tensorboard.compat.notf", types.ModuleType("tensorboard.compat.notf"))
+    from torch.utils.tensorboard import SummaryWriter
+
+    return SummaryWriter(log_dir=str(log_dir))
+
+
 class Reporter:
     """Progress bar and TensorBoard scalars on rank 0; does nothing on other ranks."""
 
@@ -125,10 +139,9 @@ class Reporter:
         self._writer: Any = None
         if not active:
             return
-        from torch.utils.tensorboard import SummaryWriter
         from tqdm import tqdm
 
-        self._writer = SummaryWriter(log_dir=str(output_dir / "tensorboard"))
+        self._writer = summary_writer(output_dir / "tensorboard")
         self._bar = tqdm(total=total_steps, unit="step", dynamic_ncols=True, file=sys.stderr,
                          disable=None, mininterval=1.0)
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -44,3 +46,17 @@ def test_unreadable_or_foreign_files_are_named(tmp_path: Path) -> None:
     (tmp_path / "other.json").write_text('{"ranks": 2}')
     with pytest.raises(DataError, match=rf"^{tmp_path / 'other.json'}: not a deepcam-hvd summ"):
         RunSummary.from_json(tmp_path / "other.json")
+
+
+def test_tensorboard_writer_does_not_import_tensorflow(tmp_path: Path) -> None:
+    script = ("import sys; from pathlib import Path\n"
+              "from deepcam_hvd.train.reporting import summary_writer\n"
+              f"w = summary_writer(Path({str(tmp_path)!r}))\n"
+              "w.add_scalar('loss', 1.5, 3); w.close()\n"
+              "print('tensorflow' in sys.modules)\n")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "False" and proc.stderr == ""
+    (events,) = tmp_path.glob("events.out.tfevents.*")
+    assert events.stat().st_size > 0

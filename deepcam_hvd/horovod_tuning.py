@@ -22,17 +22,25 @@ is CPU taken from compute. Two costs pull the cycle time apart:
   and the step's last gradients are exposed (plus the trainer's blocking logging collective);
 * polling: the more cycles per step, the more spinning between the realignments.
 
-Measured (``benchmarks/RESULTS.md``, "Small steps on 2 ranks x 1 thread";
+Where the gradients are averaged decides the rest (:func:`gradient_path`). With one compute
+thread per rank, no free core and MPI as the transport, they are averaged by one MPI allreduce
+from the training thread after backward (``distributed/mpi_averaging.py``), and every other
+all-rank collective goes the same way, so nothing in training waits on Horovod's thread: its
+cycle is ``MAIN_THREAD_CYCLE_MS`` (200 ms), which only sets how often it polls. Otherwise
+(threads > 1 or a spare core, Gloo, GPU) Horovod's DistributedOptimizer overlaps them with
+backward and the cycle is a fixed fraction of the step, ``step / CYCLES_PER_STEP``, within
+[``MIN_CYCLE_MS``, ``MAX_CYCLE_MS``]; the step comes from the workload
+(:func:`estimate_step_s`: FLOPs from ``bench/flops.py`` over a per-core rate fitted to this
+machine's measured steps) since ``hvd.init()`` runs before any step. Without a workload
+(``deepcam-hvd info``, ``data`` commands) it is ``MAX_CYCLE_MS``, the full-size choice. GPU
+ranks keep Horovod's defaults (their steps are short and their cores are not the compute).
+
+Measured (``benchmarks/RESULTS.md``, "Small steps on 2 ranks x 1 thread", from
 ``benchmarks/small_step_scaling.py``; earlier sweeps in "Layout study"): at full size (a 20-40 s
 step) 1 ms cycles cost 50 % of the step and 50 ms was best (20 ms: +18 %, 200 ms: no better);
-on the demo's 0.1-0.2 s step the 50 ms cycle exposed 20-30 % of the step and short cycles win
-(see RESULTS.md for the figures). So the cycle is a fixed fraction of the step,
-``step / CYCLES_PER_STEP``, within [``MIN_CYCLE_MS``, ``MAX_CYCLE_MS``]; the step comes from
-the workload (:func:`estimate_step_s`: FLOPs from ``bench/flops.py`` over a per-core rate
-fitted to this machine's measured steps) since ``hvd.init()`` runs before any step. Without a
-workload (``deepcam-hvd info``, ``data`` commands) the step is unknown and the cycle is
-``MAX_CYCLE_MS``, the full-size choice. GPU ranks keep Horovod's defaults (their steps are
-short and their cores are not the compute).
+on the demo's 0.1 s step, 2 ranks x 1 thread ran at 0.63 of two independent processes with the
+50 ms cycle and Horovod's optimizer, 0.87 with the main-thread path and a 200 ms cycle (30 ms:
+about 0.1 lower).
 
 Fusion threshold: Horovod's 128 MiB, stated explicitly. The demo's 4.2 MB of gradients fit one
 buffer and the full model's 226 MB two; a smaller buffer only splits the same copies and
@@ -112,6 +120,7 @@ class RunShape:
     node_cores: int
     bound_cores: tuple[int, ...]  # this rank's affinity mask
     step_estimate_s: float | None  # None: no workload given
+    framework: str = "torch"  # "torch" or "tensorflow" (Keras averages in its optimizer)
 
 
 @dataclass(frozen=True)
@@ -188,6 +197,8 @@ def cycle_time_ms(step_s: float | None, cycles_per_step: int = CYCLES_PER_STEP) 
 def gradient_path(shape: RunShape) -> tuple[str, str]:
     """Where gradients are averaged, and why: on the main thread when Horovod's background
     thread can only run on a core that computes (CPU, MPI, one thread per rank, no free core)."""
+    if shape.framework != "torch":
+        return HOROVOD_PATH, "Keras: Horovod's DistributedOptimizer"
     if shape.device != "cpu":
         return HOROVOD_PATH, "GPU ranks: Horovod's DistributedOptimizer"
     if shape.transport != "mpi":
@@ -210,6 +221,8 @@ def spare_core(shape: RunShape) -> int | None:
 def choose(shape: RunShape, env: Mapping[str, str]) -> HorovodTuning:
     """The three settings for ``shape``; a variable already in ``env`` is kept (source user)."""
     path, path_why = gradient_path(shape)
+    if shape.framework != "torch":  # ours is PyTorch-only: a user's choice does not apply
+        env = {k: v for k, v in env.items() if k != GRADIENT_VARIABLE}
     if env.get(GRADIENT_VARIABLE, "") in (HOROVOD_PATH, MAIN_THREAD):
         path = env[GRADIENT_VARIABLE]
     if shape.device != "cpu":
@@ -263,7 +276,8 @@ def apply(tuning: HorovodTuning, env: MutableMapping[str, str] | None = None) ->
 
 
 def tune(device: str, transport: str, local_ranks: int, workload: Workload | None = None,
-         env: MutableMapping[str, str] | None = None) -> HorovodTuning:
+         env: MutableMapping[str, str] | None = None, framework: str = "torch"
+         ) -> HorovodTuning:
     """Choose and export this rank's Horovod settings; call it right before ``hvd.init()``.
 
     Threads per rank are planned as the runtime will plan them (``deepcam_hvd.threads``);
@@ -275,7 +289,7 @@ def tune(device: str, transport: str, local_ranks: int, workload: Workload | Non
     plan = plan_threads(target, local_ranks)
     step = estimate_step_s(workload, plan.threads) if workload and device == "cpu" else None
     shape = RunShape(device, transport, plan.threads, local_ranks, plan.node_cores,
-                     tuple(plan.bound_cores), step)
+                     tuple(plan.bound_cores), step, framework)
     tuning = choose(shape, target)
     apply(tuning, target)
     return tuning

@@ -129,3 +129,12 @@ def test_workload_of_a_training_config(tiny_root: Path, tmp_path: Path) -> None:
     assert workload_for_config(cfg) == Workload("deeplab-xception-small", 32, 48, 6, 3)
     missing = TrainConfig(data_dir_prefix=str(tmp_path / "none"))
     assert workload_for_config(missing) == Workload("deeplab-xception", 768, 1152, 1, 16)
+
+
+def test_keras_keeps_horovods_optimizer_and_a_step_fraction_cycle() -> None:
+    keras = RunShape("cpu", "mpi", 1, 2, 2, (0, 1), 0.121, "tensorflow")
+    tuning = choose(keras, {GRADIENT_VARIABLE: MAIN_THREAD})  # ours is PyTorch-only
+    assert tuning.value(GRADIENT_VARIABLE) == HOROVOD_PATH
+    assert tuning.value(CYCLE_VARIABLE) == "1.2"  # not the main-thread 200 ms
+    assert choose(RunShape("cpu", "mpi", 1, 2, 2, (0, 1), None, "tensorflow"),
+                  {}).value(CYCLE_VARIABLE) == "50"

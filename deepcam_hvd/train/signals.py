@@ -57,15 +57,27 @@ class StopAgreement:
         self.request = request
         self.backend = backend
         self._wait: Callable[[], torch.Tensor] | None = None
+        #: The signal the ranks agreed on (the first of STOP_SIGNALS any rank received), the
+        #: same on every rank even where this rank received none.
+        self.signal_name: str | None = None
 
     def start(self) -> None:
-        """Send this rank's flag (float32, like the gradients it travels with)."""
-        flag = torch.tensor([1.0 if self.request.requested else 0.0], dtype=torch.float32)
-        self._wait = self.backend.allreduce_start(flag, "sum", name="stop")
+        """Send this rank's flags, one per stop signal (float32, like the gradients they
+        travel with)."""
+        flags = torch.zeros(len(STOP_SIGNALS), dtype=torch.float32)
+        if self.request.signal_name is not None:
+            names = [sig.name for sig in STOP_SIGNALS]
+            flags[names.index(self.request.signal_name)] = 1.0
+        self._wait = self.backend.allreduce_start(flags, "sum", name="stop")
 
     def agreed(self) -> bool:
         """Whether any rank had a stop request when the current step started."""
         if self._wait is None:
             return False
         wait, self._wait = self._wait, None
-        return float(wait()[0]) > 0
+        counts = wait().tolist()
+        for sig, count in zip(STOP_SIGNALS, counts, strict=True):
+            if count > 0:
+                self.signal_name = sig.name
+                return True
+        return False

@@ -209,7 +209,7 @@ class Trainer:
                 self.log.start("epoch_start", metadata={"epoch_num": epoch})
                 self._epoch_logged = True
             if not self.train_epoch(epoch, self.steps_per_epoch()):
-                self.summary.stopped_by = f"signal {self.stop.signal_name}"
+                self.summary.stopped_by = f"signal {self.stop_agreement.signal_name}"
                 break
             iou = self.end_epoch(epoch)
             if iou >= cfg.target_iou and cfg.stop_at_target:

@@ -7,8 +7,9 @@
 #
 # Idempotent: every step checks before it acts, so a second run takes seconds. The Horovod
 # wheel is cached under $DEEPCAM_HVD_WHEEL_CACHE (default ~/.cache/deepcam-hvd/wheels), keyed by
-# Horovod, torch and Python versions, build flags, compiler/MPI and the patch itself; it is only
-# rebuilt when that key changes.
+# Horovod, torch, TensorFlow (when the profile builds Horovod's TF extension) and Python
+# versions, build flags, compiler/MPI and the patch itself; it is only rebuilt when that key
+# changes. TensorFlow (tensorflow-cpu, for CosmoFlow) comes from setup.cfg's install_requires.
 set -euo pipefail
 
 HOROVOD_VERSION=0.28.1
@@ -57,11 +58,22 @@ fi
 VPY="$VENV/bin/python"
 PIP=("$VPY" -m pip --disable-pip-version-check -q)
 
+# "<torch.__version__> <torch.version.cuda or none>", read from torch/version.py without importing
+# torch (or TensorFlow, below): each import costs seconds, and a rerun should take seconds.
+torch_info() {
+    "$VPY" - 2>/dev/null <<'PYEOF' || true
+import importlib.util, os, runpy
+spec = importlib.util.find_spec("torch")
+v = runpy.run_path(os.path.join(os.path.dirname(spec.origin), "version.py"))
+print(v["__version__"], v.get("cuda") or "none")
+PYEOF
+}
+
 want_torch=${TORCH_SPEC#torch==}
 if [ "$GPU_TOOLCHAIN" = cuda ]; then
     # GPU profile: torch must be a CUDA build of the wanted version (a CPU one is replaced).
-    have_cuda=$("$VPY" -c 'import torch; print(torch.__version__.split("+")[0], torch.version.cuda or "none")' 2>/dev/null || true)
-    if [ "${have_cuda%% *}" != "$want_torch" ] || [ "${have_cuda#* }" = none ]; then
+    read -r have_v have_cuda <<<"$(torch_info)" || true
+    if [ "${have_v%%+*}" != "$want_torch" ] || [ "${have_cuda:-none}" = none ]; then
         say "installing $TORCH_CUDA_SPEC (CUDA build)"
         # shellcheck disable=SC2086
         "${PIP[@]}" install $TORCH_PIP_ARGS "$TORCH_CUDA_SPEC"
@@ -69,7 +81,7 @@ if [ "$GPU_TOOLCHAIN" = cuda ]; then
             || die "$TORCH_CUDA_SPEC installed a CPU-only torch; set TORCH_CUDA_SPEC/TORCH_PIP_ARGS in $PROFILE_FILE"
     fi
 fi
-have_torch=$("$VPY" -c 'import torch; print(torch.__version__.split("+")[0])' 2>/dev/null || true)
+have_torch=$(torch_info); have_torch=${have_torch%% *}; have_torch=${have_torch%%+*}
 if [ "$have_torch" != "$want_torch" ]; then
     say "installing $TORCH_SPEC"
     # shellcheck disable=SC2086
@@ -82,22 +94,45 @@ if [ "$SKIP_MPI4PY" != 1 ] && ! "$VPY" -c 'import mpi4py' 2>/dev/null; then
     "${PIP[@]}" install --no-binary mpi4py mpi4py
 fi
 
+# The dependencies (TensorFlow among them) must never replace the torch just installed: the
+# resolver could otherwise swap the CPU build for PyPI's CUDA one. Pin the installed
+# distribution's own version ("2.13.0+cpu" here, "2.13.0" for PyPI's CUDA wheel).
+torch_dist=$("$VPY" -c 'from importlib.metadata import version; print(version("torch"))')
 stamp="$VENV/.deepcam-deps"
-deps_key=$(cat "$ROOT/setup.cfg" "$ROOT/pyproject.toml" 2>/dev/null | sha256sum | cut -c1-16)
+deps_key=$({ cat "$ROOT/setup.cfg" "$ROOT/pyproject.toml" 2>/dev/null; echo "torch==$torch_dist"; } | sha256sum | cut -c1-16)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$deps_key" ]; then
-    say "installing deepcam-hvd and its Python dependencies"
+    say "installing deepcam-hvd and its Python dependencies (TensorFlow among them)"
     "${PIP[@]}" install "setuptools>=64" wheel
-    "${PIP[@]}" install -e "$ROOT[test]"
+    pins=$(mktemp)
+    echo "torch==$torch_dist" > "$pins"
+    "${PIP[@]}" install -c "$pins" -e "$ROOT[test]"
+    rm -f "$pins"
+    "$VPY" -c 'from importlib.metadata import version; import sys; sys.exit(version("torch") != sys.argv[1])' "$torch_dist" \
+        || die "installing the dependencies replaced torch $torch_dist"
     echo "$deps_key" > "$stamp"
 fi
 
 # --- 3. Horovod, built once per key and cached ------------------------------------------
-torch_v=$("$VPY" -c 'import torch; print(torch.__version__)')
+torch_v=$(torch_info); torch_v=${torch_v%% *}
+[ -n "$torch_v" ] || die "no torch in $VENV"
 py_v=$("$VPY" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
 mpi_id=$({ "${MPICC:-mpicc}" -show 2>/dev/null || true; "${CXX:-c++}" --version 2>/dev/null | head -1; } | sha256sum | cut -c1-12)
 patch_id=$(sha256sum "$ROOT/backends/patch_horovod.py" | cut -c1-12)
 flags_id=$(echo "$HOROVOD_BUILD_ENV" | tr ' ' '\n' | sort | sha256sum | cut -c1-12)
-key="hvd${HOROVOD_VERSION}-torch${torch_v}-py${py_v}-${PROFILE}-f${flags_id}-c${mpi_id}-p${patch_id}"
+# Frameworks whose Horovod extension the profile builds (EXPECT_BUILD names them for section 4).
+frameworks="torch"
+case " $HOROVOD_BUILD_ENV " in
+    *" HOROVOD_WITH_TENSORFLOW=1 "*) frameworks="torch tensorflow" ;;
+esac
+tf_part=""
+if [ "$frameworks" = "torch tensorflow" ]; then
+    # The version of the distribution that provides the tensorflow module (tensorflow-cpu here).
+    tf_v=$("$VPY" -c 'from importlib.metadata import packages_distributions as p, version
+print(version(sorted(p()["tensorflow"])[0]))' 2>/dev/null) \
+        || die "profile $PROFILE builds Horovod for TensorFlow, but $VENV has no tensorflow"
+    tf_part="-tf${tf_v}"
+fi
+key="hvd${HOROVOD_VERSION}-torch${torch_v}${tf_part}-py${py_v}-${PROFILE}-f${flags_id}-c${mpi_id}-p${patch_id}"
 if [ "$GPU_TOOLCHAIN" = cuda ]; then
     # nvcc, CUDA headers and NCCL matched to torch (installed from PyPI if the site has none);
     # exports HOROVOD_CUDA_HOME, HOROVOD_NCCL_* for the build below.
@@ -107,14 +142,42 @@ if [ "$GPU_TOOLCHAIN" = cuda ]; then
     key="$key-$CUDA_TOOLCHAIN_ID"
 fi
 marker="$VENV/.horovod-key"
+export TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-2}  # TF's oneDNN/CPU-feature banners
 
-if [ "$(cat "$marker" 2>/dev/null)" = "$key" ] && "$VPY" -c 'import horovod.torch' 2>/dev/null; then
+# Section 4's check, run once: it also tells whether an installed build is intact. Each
+# framework's extension is its own library with its own controllers: "mpi", "gloo" and "nccl"
+# must hold in every framework that EXPECT_BUILD names.
+verify_build() {
+    "$VPY" - "$EXPECT_BUILD" <<'PYEOF'
+import importlib
+import sys
+expect = sys.argv[1].split()
+have = {}
+for fw in [f for f in ("torch", "tensorflow") if f in expect]:
+    try:
+        hvd = importlib.import_module(f"horovod.{fw}")
+    except ImportError as e:
+        sys.exit(f"[install] error: horovod build lacks {fw}: {e}")
+    have[fw] = True
+    for name, built in (("mpi", hvd.mpi_built()), ("gloo", hvd.gloo_built()),
+                        ("nccl", hvd.nccl_built() > 0)):
+        have[name] = have.get(name, True) and bool(built)
+missing = [k for k in expect if not have.get(k)]
+if missing:
+    sys.exit(f"[install] error: horovod build lacks {', '.join(missing)}")
+order = ("torch", "tensorflow", "mpi", "gloo", "nccl")
+print("[install] horovod build ok: " + ", ".join(k for k in order if have.get(k)))
+PYEOF
+}
+
+if [ "$(cat "$marker" 2>/dev/null)" = "$key" ] && verified=$(verify_build 2>/dev/null); then
     say "horovod $HOROVOD_VERSION already installed ($key)"
 else
     wheel_dir="$CACHE/$key"
     wheel=$(ls "$wheel_dir"/horovod-*.whl 2>/dev/null | head -1 || true)
     if [ -z "$wheel" ]; then
-        say "building horovod $HOROVOD_VERSION ($key); this takes ~10 minutes on 2 cores"
+        say "building horovod $HOROVOD_VERSION for $frameworks ($key); this takes 8-17 minutes on 2 cores"
+        build_start=$SECONDS
         work=$(mktemp -d)
         trap 'rm -rf "$work"' EXIT
         "${PIP[@]}" download --no-deps --no-binary :all: "horovod==$HOROVOD_VERSION" -d "$work"
@@ -126,30 +189,23 @@ else
         export MAKEFLAGS="-j$(nproc)"
         "${PIP[@]}" install "cmake<4" 2>/dev/null || true
         mkdir -p "$wheel_dir"
-        # --no-build-isolation: build against the torch already in the venv, not a fresh one.
+        # --no-build-isolation: build against the torch (and TensorFlow) already in the venv.
         # shellcheck disable=SC2086
         env $HOROVOD_BUILD_ENV PATH="$VENV/bin:$PATH" \
             "$VPY" -m pip wheel --no-deps --no-build-isolation -w "$work/dist" "$src" \
             > "$work/build.log" 2>&1 || { tail -40 "$work/build.log" >&2; die "horovod build failed (log above)"; }
         cp "$work"/dist/horovod-*.whl "$wheel_dir/"
+        say "built in $((SECONDS - build_start)) s"
         wheel=$(ls "$wheel_dir"/horovod-*.whl | head -1)
     else
         say "using cached horovod wheel $wheel"
     fi
     "${PIP[@]}" install --no-deps --force-reinstall "$wheel"
     "${PIP[@]}" install "$wheel"  # its runtime deps (psutil, cloudpickle, cffi, ...)
-    "$VPY" -c 'import horovod.torch' || die "horovod installed but 'import horovod.torch' fails"
+    verified=$(verify_build) || die "horovod $HOROVOD_VERSION installed, but the check above fails"
     echo "$key" > "$marker"
 fi
 
-# --- 4. verify the build has what the profile promises ----------------------------------
-"$VPY" - "$EXPECT_BUILD" <<'PYEOF'
-import sys
-import horovod.torch as hvd
-have = {"torch": True, "mpi": hvd.mpi_built(), "gloo": hvd.gloo_built(), "nccl": hvd.nccl_built() > 0}
-missing = [k for k in sys.argv[1].split() if not have[k]]
-if missing:
-    sys.exit(f"[install] error: horovod build lacks {', '.join(missing)}")
-print("[install] horovod build ok: " + ", ".join(k for k, v in have.items() if v))
-PYEOF
+# --- 4. verify the build has what the profile promises (verify_build above) --------------
+echo "$verified"
 say "done: $VENV/bin/deepcam-hvd, $VENV/bin/horovodrun"

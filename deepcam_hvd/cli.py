@@ -10,6 +10,7 @@ import click
 
 from deepcam_hvd import __version__
 from deepcam_hvd.commands.bench import bench
+from deepcam_hvd.commands.cosmoflow import cosmoflow
 from deepcam_hvd.commands.info import info
 from deepcam_hvd.commands.jobs import jobs
 from deepcam_hvd.commands.report import report
@@ -97,3 +98,4 @@ main.add_command(study)
 main.add_command(report)
 main.add_command(bench)
 main.add_command(submission)
+main.add_command(cosmoflow)

@@ -1,0 +1,383 @@
+"""TensorFlow start-up for CosmoFlow: the same decisions as ``deepcam_hvd.runtime``, made for TF.
+
+Launcher (``launchers.detect_launch``), thread count (``threads.plan_threads``), Horovod's
+settings (``horovod_tuning.tune``) and the launcher-versus-communicator check are the PyTorch
+runtime's own, imported. What differs is only where TensorFlow's API differs:
+
+- ``TF_ENABLE_ONEDNN_OPTS=1`` must be in the environment before TensorFlow is imported (the
+  ARCHER2 guide measured 12x on AMD CPUs with it); a value the user set is kept.
+- threads are TF's intra-op pool (= the planned threads) and inter-op pool
+  (:func:`inter_op_threads`), set before TF's runtime starts;
+- the communicator is ``horovod.tensorflow.keras`` (more than one rank) wrapped as a
+  :class:`~deepcam_hvd.distributed.base.Backend`, so the neutral helpers (``run_on_root``,
+  ``run_seed``, ``StopAgreement``) work unchanged; one process needs no Horovod;
+- the GPU is pinned with ``tf.config.set_visible_devices`` by the communicator's local rank.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import socket
+import sys
+from collections.abc import Mapping, MutableMapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from deepcam_hvd.device import DEVICE_CHOICES
+from deepcam_hvd.distributed.base import Backend, Group, ReduceOp
+from deepcam_hvd.distributed.select import resolve_backend_name
+from deepcam_hvd.errors import ConfigError, LaunchError
+from deepcam_hvd.horovod_tuning import HorovodTuning, tune
+from deepcam_hvd.launchers import LaunchInfo, detect_launch
+from deepcam_hvd.threads import ThreadPlan, plan_threads
+
+if TYPE_CHECKING:
+    import tensorflow as tf
+    import torch
+
+ONEDNN_VARIABLE = "TF_ENABLE_ONEDNN_OPTS"
+TF_LOG_VARIABLE = "TF_CPP_MIN_LOG_LEVEL"
+#: The reference's ``--inter-threads`` default: CosmoFlow is a chain of layers, so at most a
+#: couple of independent ops (e.g. a gradient and the next layer's backward) run side by side.
+REFERENCE_INTER_THREADS = 2
+TF_BACKENDS = ("auto", "horovod", "local")
+
+
+def prepare_environment(env: MutableMapping[str, str] | None = None) -> str:
+    """Set what TensorFlow reads at import: oneDNN on, its C++ INFO/WARNING lines off (each
+    kept if the user set it). Returns how oneDNN was decided: 'user', 'set' or 'too late'
+    (TensorFlow was imported before this call and did not see our value)."""
+    target = os.environ if env is None else env
+    target.setdefault(TF_LOG_VARIABLE, "2")
+    if target.get(ONEDNN_VARIABLE, "") != "":
+        return "user"
+    target[ONEDNN_VARIABLE] = "1"
+    return "too late" if "tensorflow" in sys.modules else "set"
+
+
+def inter_op_threads(intra: int, requested: int | None = None) -> int:
+    """TF inter-op threads: ``requested`` if given (0: TensorFlow chooses, as the ARCHER2 job
+    script does), else the reference's 2, never more than the rank's intra-op threads (more
+    would run ops on cores this rank does not own)."""
+    if requested is not None:
+        if requested < 0:
+            raise ConfigError(f"--inter_threads {requested} must be 0 (TensorFlow chooses) or "
+                              "more")
+        return requested
+    return max(1, min(REFERENCE_INTER_THREADS, intra))
+
+
+def gpu_index(count: int, local_rank: int, local_size: int) -> int:
+    """The GPU this rank takes among ``count`` visible: the only one, or its local rank (the
+    same rule as ``deepcam_hvd.device.choose_device``); never two ranks on one GPU."""
+    if count == 1:
+        return 0
+    if local_rank < count and local_size <= count:
+        return local_rank
+    raise ConfigError(f"{local_size} ranks on this node but {count} GPUs visible: launch at "
+                      "most one rank per GPU")
+
+
+def choose_tf_device(request: str, local_rank: int, local_size: int) -> str:
+    """Pick and pin this rank's device ('auto', 'cpu', 'cuda'); returns a TF device name.
+
+    A GPU rank sees only its own GPU (so TF's '/GPU:0' is it) with memory growth on; a CPU
+    rank hides the GPUs. Must run before TensorFlow's runtime starts."""
+    import tensorflow as tf
+
+    if request not in DEVICE_CHOICES:
+        raise ConfigError(f"--device {request!r} is not one of {', '.join(DEVICE_CHOICES)}")
+    gpus = tf.config.list_physical_devices("GPU")
+    if request == "cpu" or (request == "auto" and not gpus):
+        if gpus:
+            _set_visible(tf, [])
+        return "/CPU:0"
+    if not gpus:
+        raise ConfigError("--device cuda but TensorFlow sees no GPU (the tensorflow-cpu build, "
+                          "or CUDA_VISIBLE_DEVICES/HIP_VISIBLE_DEVICES hides them)")
+    chosen = gpus[gpu_index(len(gpus), local_rank, local_size)]
+    _set_visible(tf, [chosen])
+    tf.config.experimental.set_memory_growth(chosen, True)
+    return "/GPU:0"
+
+
+def _set_visible(tf: Any, devices: list[Any]) -> None:
+    """``set_visible_devices`` for GPUs, tolerated once TF runs if it is already so."""
+    try:
+        tf.config.set_visible_devices(devices, "GPU")
+    except RuntimeError:
+        if list(tf.config.get_visible_devices("GPU")) != devices:
+            raise LaunchError("TensorFlow's runtime started before the device was chosen; "
+                              "start_tf_runtime must come before any TensorFlow op") from None
+
+
+def apply_tf_threads(intra: int, inter: int) -> tuple[int, int]:
+    """Size TF's thread pools (and OMP_NUM_THREADS for any child); returns the pools in effect.
+
+    TF fixes them when its runtime starts: a second runtime in the same process (tests) keeps
+    the first one's, which the return value then shows."""
+    import tensorflow as tf
+
+    os.environ["OMP_NUM_THREADS"] = str(intra)
+    threading = tf.config.threading
+    try:
+        threading.set_intra_op_parallelism_threads(intra)
+        threading.set_inter_op_parallelism_threads(inter)
+    except RuntimeError:
+        pass
+    return (threading.get_intra_op_parallelism_threads(),
+            threading.get_inter_op_parallelism_threads())
+
+
+def horovod_tf_build() -> dict[str, Any]:
+    """What the installed Horovod's TensorFlow extension was built with (``installed: False``
+    with the import error when it is missing)."""
+    try:
+        import horovod
+        import horovod.tensorflow.keras as hvd
+    except ImportError as exc:
+        return {"installed": False, "error": str(exc).splitlines()[0]}
+    except Exception as exc:  # noqa: BLE001 - e.g. Keras 3 breaks the import at run time
+        return {"installed": False, "error": f"{type(exc).__name__}: {exc}".splitlines()[0]}
+    return {"installed": True, "version": horovod.__version__, "mpi": bool(hvd.mpi_built()),
+            "gloo": bool(hvd.gloo_built()), "nccl": bool(hvd.nccl_built()),
+            "cuda": bool(hvd.cuda_built()), "rocm": bool(hvd.rocm_built())}
+
+
+def check_horovod_launch(build: Mapping[str, Any], launch: LaunchInfo,
+                         env: Mapping[str, str]) -> None:
+    """Refuse a launch this Horovod cannot serve, before ``hvd.init()`` (HorovodBackend's
+    checks, for the TensorFlow extension)."""
+    if not build["installed"]:
+        raise LaunchError(f"{launch.launcher} started {launch.size} ranks but Horovod's "
+                          f"TensorFlow extension is not importable ({build['error']}); run "
+                          "backends/install.sh")
+    if launch.transport == "mpi" and not build["mpi"]:
+        raise LaunchError(f"{launch.launcher} is an MPI launch but this Horovod was built "
+                          "without MPI; launch with horovodrun --gloo or rebuild with the "
+                          "cpu-mpi profile")
+    if launch.transport == "gloo" and not build["gloo"]:
+        raise LaunchError("horovodrun --gloo launch but this Horovod was built without Gloo")
+    if launch.transport == "mpi" and env.get("HOROVOD_CPU_OPERATIONS", "").lower() == "gloo":
+        raise LaunchError(f"HOROVOD_CPU_OPERATIONS=gloo under an MPI launch "
+                          f"({launch.launcher}) crashes Horovod; unset it, or launch with "
+                          "horovodrun --gloo")
+
+
+class HorovodTFBackend(Backend):
+    """Collectives through ``horovod.tensorflow.keras``, behind the project's Backend API.
+
+    Tensors arrive and leave as torch tensors (what the neutral helpers pass: small flags and
+    figures) and travel as numpy through Horovod's TensorFlow ops. Gradients never come here:
+    the Keras optimizer is wrapped by :meth:`TFRuntime.distributed_optimizer`.
+    """
+
+    name = "horovod"
+
+    def __init__(self, launch: LaunchInfo) -> None:
+        import horovod.tensorflow.keras as hvd
+
+        self._hvd = hvd
+        hvd.init()
+        self._object_ops = 0
+        if hvd.size() != launch.size or hvd.rank() != launch.rank:
+            raise LaunchError(
+                f"{launch.launcher} started rank {launch.rank} of {launch.size} but Horovod's "
+                f"communicator has rank {hvd.rank()} of {hvd.size()}: the launcher's MPI does "
+                "not match the MPI Horovod was built with (use the matching mpirun/srun --mpi)")
+
+    @property
+    def rank(self) -> int:
+        return int(self._hvd.rank())
+
+    @property
+    def size(self) -> int:
+        return int(self._hvd.size())
+
+    @property
+    def local_rank(self) -> int:
+        return int(self._hvd.local_rank())
+
+    @property
+    def local_size(self) -> int:
+        return int(self._hvd.local_size())
+
+    def barrier(self) -> None:
+        import horovod.tensorflow as hvd_tf
+
+        hvd_tf.barrier()
+
+    def _name(self, kind: str) -> str:
+        # Every rank calls collectives in the same order, so a counter names them alike.
+        self._object_ops += 1
+        return f"cosmoflow.{kind}.{self._object_ops}"
+
+    def allreduce(self, tensor: torch.Tensor, op: ReduceOp = "mean",
+                  group: Group | None = None) -> torch.Tensor:
+        import horovod.tensorflow as hvd_tf
+        import tensorflow as tf
+        import torch
+
+        if group is not None and group.size != self.size:
+            raise NotImplementedError("CosmoFlow reduces over all ranks only")
+        out = hvd_tf.allreduce(tf.constant(tensor.detach().cpu().numpy()),
+                               op=hvd_tf.Average if op == "mean" else hvd_tf.Sum,
+                               name=self._name(f"allreduce.{op}"))
+        return torch.from_numpy(out.numpy().copy())
+
+    def broadcast(self, tensor: torch.Tensor, root: int = 0) -> torch.Tensor:
+        import horovod.tensorflow as hvd_tf
+        import tensorflow as tf
+        import torch
+
+        out = hvd_tf.broadcast(tf.constant(tensor.detach().cpu().numpy()), root_rank=root,
+                               name=self._name("broadcast"))
+        return torch.from_numpy(out.numpy().copy())
+
+    def broadcast_object(self, obj: Any, root: int = 0) -> Any:
+        import horovod.tensorflow as hvd_tf
+
+        return hvd_tf.broadcast_object(obj, root_rank=root, name=self._name("bcast"))
+
+    def allgather_object(self, obj: Any) -> list[Any]:
+        import horovod.tensorflow as hvd_tf
+
+        return list(hvd_tf.allgather_object(obj, name=self._name("gather")))
+
+    def distributed_optimizer(self, optimizer: Any, model: Any, accumulation_steps: int = 1,
+                              compression: str = "none") -> Any:
+        raise NotImplementedError("a Keras optimizer is wrapped by "
+                                  "TFRuntime.distributed_optimizer")
+
+    def make_groups(self, group_size: int) -> Group:
+        if group_size not in (1, self.size):
+            raise ConfigError(f"CosmoFlow has no batch-norm groups (asked for {group_size})")
+        return Group(tuple(range(self.size)) if group_size == self.size else (self.rank,))
+
+    def shutdown(self) -> None:
+        self._hvd.shutdown()
+
+    def describe(self) -> dict[str, Any]:
+        return {"backend": self.name, "controller": "mpi" if self._hvd.mpi_enabled() else
+                "gloo" if self._hvd.gloo_enabled() else "unknown"}
+
+
+@dataclass
+class TFRuntime:
+    """Everything CosmoFlow needs to know about where and how this rank runs."""
+
+    launch: LaunchInfo
+    backend: Backend  # LocalBackend (one process) or HorovodTFBackend
+    device: str  # TF device name: '/CPU:0' or '/GPU:0' (this rank's own GPU)
+    threads: ThreadPlan
+    intra_threads: int  # TF's pools as in effect
+    inter_threads: int
+    onednn: str  # how TF_ENABLE_ONEDNN_OPTS was decided (prepare_environment)
+    tuning: HorovodTuning | None = None  # None: one process, no Horovod
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def rank(self) -> int:
+        """Global rank (from the communicator)."""
+        return self.backend.rank
+
+    @property
+    def size(self) -> int:
+        """World size (from the communicator)."""
+        return self.backend.size
+
+    @property
+    def distributed(self) -> bool:
+        """True when gradients are averaged by Horovod (more than one rank)."""
+        return isinstance(self.backend, HorovodTFBackend)
+
+    def distributed_optimizer(self, optimizer: tf.keras.optimizers.Optimizer
+                              ) -> tf.keras.optimizers.Optimizer:
+        """``hvd.DistributedOptimizer(optimizer)`` with more than one rank (gradients averaged
+        in the step, on Horovod's thread); the optimizer itself with one."""
+        if not self.distributed:
+            return optimizer
+        import horovod.tensorflow.keras as hvd
+
+        return hvd.DistributedOptimizer(optimizer)
+
+    def keras_callbacks(self) -> Sequence[tf.keras.callbacks.Callback]:
+        """The reference's Horovod callbacks: rank 0's variables broadcast after the first
+        batch, and the epoch's training metrics averaged over ranks (none with one rank)."""
+        if not self.distributed:
+            return []
+        import horovod.tensorflow.keras as hvd
+
+        return [hvd.callbacks.BroadcastGlobalVariablesCallback(0),
+                hvd.callbacks.MetricAverageCallback()]
+
+    def describe(self) -> dict[str, Any]:
+        """This rank's facts (printed by rank 0 at start, and kept in the summary)."""
+        import tensorflow as tf
+
+        return {
+            "launcher": self.launch.launcher, **self.backend.describe(),
+            "rank": self.backend.rank, "size": self.backend.size,
+            "local_rank": self.backend.local_rank, "local_size": self.backend.local_size,
+            "host": socket.gethostname(), "pid": os.getpid(), "device": self.device,
+            "threads": self.threads.threads, "thread_source": self.threads.source,
+            "intra_op_threads": self.intra_threads, "inter_op_threads": self.inter_threads,
+            "onednn": f"{os.environ.get(ONEDNN_VARIABLE, '')} ({self.onednn})",
+            "horovod_tuning": _tuning_line(self.tuning),
+            "tensorflow": tf.__version__, "python": platform.python_version(),
+        }
+
+
+def _tuning_line(tuning: HorovodTuning | None) -> str:
+    """Horovod's settings in one line (Keras always averages in its DistributedOptimizer)."""
+    if tuning is None:
+        return "no Horovod (1 rank)"
+    return tuning.summary()
+
+
+def start_tf_runtime(launcher: str = "auto", backend: str = "auto", device: str = "auto",
+                     env: MutableMapping[str, str] | None = None,
+                     launch: LaunchInfo | None = None,
+                     inter_threads: int | None = None) -> TFRuntime:
+    """Detect the launcher (unless ``launch`` is given), start Horovod's TensorFlow
+    communicator for more than one rank, pin the device and size TF's thread pools.
+
+    Call it before any TensorFlow op runs: TF fixes its pools and devices at its first op.
+    """
+    env = os.environ if env is None else env
+    onednn = prepare_environment(env)
+    launch = launch or detect_launch(env, launcher)
+    if backend not in TF_BACKENDS:
+        raise ConfigError(f"--backend {backend!r}: CosmoFlow runs on TensorFlow, so one of "
+                          f"{', '.join(TF_BACKENDS)} (torch.distributed is PyTorch's)")
+    name = resolve_backend_name(backend, launch)
+    plan = plan_threads(env, launch.local_size)
+    tuning = None
+    comm: Backend
+    if name == "horovod":
+        check_horovod_launch(horovod_tf_build(), launch, env)
+        gpu = device == "cuda" or (device == "auto" and _tf_sees_gpu())
+        # Cycle time, fusion threshold, thread placement: chosen in one place for both
+        # frameworks (no workload: the step is unknown before the first one); a user's
+        # HOROVOD_* variables win. Horovod reads them once, in hvd.init().
+        tuning = tune("cuda" if gpu else "cpu", launch.transport, launch.local_size, None, env,
+                      framework="tensorflow")
+        comm = HorovodTFBackend(launch)
+    else:
+        from deepcam_hvd.distributed.local import LocalBackend
+
+        comm = LocalBackend()
+    if comm.size != launch.size:
+        raise LaunchError(f"{launch.launcher} reports {launch.size} ranks but the {name} "
+                          f"backend's communicator has {comm.size}")
+    chosen = choose_tf_device(device, comm.local_rank, comm.local_size)
+    intra, inter = apply_tf_threads(plan.threads, inter_op_threads(plan.threads, inter_threads))
+    return TFRuntime(launch, comm, chosen, plan, intra, inter, onednn, tuning)
+
+
+def _tf_sees_gpu() -> bool:
+    """Whether TensorFlow lists a GPU (without starting its runtime)."""
+    import tensorflow as tf
+
+    return bool(tf.config.list_physical_devices("GPU"))

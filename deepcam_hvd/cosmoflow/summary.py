@@ -1,0 +1,73 @@
+"""``summary.json`` of a CosmoFlow run: DeepCAM's ``RunSummary`` fields where they mean the same,
+MAE where DeepCAM has IoU (the quality metric falls here, where IoU rises)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from deepcam_hvd.files import write_text_atomic
+
+
+@dataclass
+class CosmoSummary:
+    """The run's figures; values arrive already reduced over ranks."""
+
+    ranks: int
+    nodes: int
+    local_batch_size: int
+    global_batch_size: int
+    target_mae: float
+    train_samples: int = 0
+    eval_samples: int = 0
+    seed: int = 0
+    epochs_run: int = 0
+    steps: int = 0
+    epoch_times_s: list[float] = field(default_factory=list)
+    eval_mae: list[float] = field(default_factory=list)
+    eval_loss: list[float] = field(default_factory=list)
+    train_loss: list[float] = field(default_factory=list)
+    train_mae: list[float] = field(default_factory=list)
+    learning_rate: list[float] = field(default_factory=list)
+    train_samples_per_s: list[float] = field(default_factory=list)
+    run_time_s: float = 0.0
+    converged: bool = False
+    epochs_to_target: int | None = None
+    time_to_target_s: float | None = None
+    status: str = "running"
+    stopped_by: str = ""
+    allocator: str = ""
+
+    def record_epoch(self, seconds: float, samples_per_s: float, train_loss: float,
+                     train_mae: float, lr: float, eval_mae: float, eval_loss: float) -> None:
+        """Append one epoch's figures."""
+        self.epoch_times_s.append(seconds)
+        self.train_samples_per_s.append(samples_per_s)
+        self.train_loss.append(train_loss)
+        self.train_mae.append(train_mae)
+        self.learning_rate.append(lr)
+        self.eval_mae.append(eval_mae)
+        self.eval_loss.append(eval_loss)
+        self.epochs_run = len(self.epoch_times_s)
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready dict."""
+        return asdict(self)
+
+    def line(self) -> str:
+        """One human line for the end of a run."""
+        target = (f"reached MAE {self.target_mae} in {self.epochs_to_target} epochs, "
+                  f"{self.time_to_target_s:.1f} s" if self.converged else
+                  f"did not reach MAE {self.target_mae}")
+        best = min(self.eval_mae) if self.eval_mae else float("nan")
+        rate = (sum(self.train_samples_per_s) / len(self.train_samples_per_s)
+                if self.train_samples_per_s else 0.0)
+        return (f"summary: {self.status} ({self.stopped_by}); {target}; best MAE {best:.4f}; "
+                f"{self.epochs_run} epochs, {self.steps} steps on {self.ranks} ranks in "
+                f"{self.run_time_s:.1f} s; {rate:.2f} samples/s")
+
+    def write(self, path: Path) -> None:
+        """Write summary.json atomically."""
+        write_text_atomic(path, json.dumps(self.as_dict(), indent=2) + "\n")

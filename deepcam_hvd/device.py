@@ -30,13 +30,17 @@ def choose_device(request: str, local_rank: int, local_size: int) -> torch.devic
     if gpu_kind() is None:
         raise ConfigError("--device cuda but torch sees no GPU (CPU-only torch build, or "
                           "CUDA_VISIBLE_DEVICES/HIP_VISIBLE_DEVICES hides them)")
-    count = torch.cuda.device_count()
-    if count == 1:
-        index = 0
-    elif local_rank < count and local_size <= count:
-        index = local_rank
-    else:
-        raise ConfigError(f"{local_size} ranks on this node but {count} GPUs visible: "
-                          "launch at most one rank per GPU")
+    index = gpu_index(torch.cuda.device_count(), local_rank, local_size)
     torch.cuda.set_device(index)
     return torch.device("cuda", index)
+
+
+def gpu_index(count: int, local_rank: int, local_size: int) -> int:
+    """The GPU a rank takes among ``count`` visible, for any framework: the only one (the
+    launcher gave each rank its own), or its local rank; never two ranks on one GPU."""
+    if count == 1:
+        return 0
+    if local_rank < count and local_size <= count:
+        return local_rank
+    raise ConfigError(f"{local_size} ranks on this node but {count} GPUs visible: "
+                      "launch at most one rank per GPU")

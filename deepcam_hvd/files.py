@@ -47,3 +47,12 @@ def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
     """Replace ``path`` with ``text`` in one rename."""
     with atomic_path(path) as tmp:
         tmp.write_text(text)
+
+
+def prepare_output_dir(directory: Path) -> None:
+    """Create ``directory`` and prove it writable (a probe file written and removed), so that a
+    read-only or full output location fails at start, naming the path, not at a checkpoint."""
+    directory.mkdir(parents=True, exist_ok=True)
+    probe = directory / f".write-test-{os.getpid()}"
+    probe.write_text("ok")
+    probe.unlink()

@@ -60,9 +60,19 @@ class Runtime:
             "node_cores": self.threads.node_cores,
             "allocator": active_allocator(),
             "torch": torch.__version__,
+            "tensorflow": installed_version("tensorflow"),
             "python": platform.python_version(),
             "horovod_build": horovod_build(),
         }
+
+
+def installed_version(module: str) -> str | None:
+    """The version of the distribution that provides ``module`` (tensorflow comes as
+    tensorflow-cpu, tensorflow, ...), read from its metadata without importing it."""
+    from importlib.metadata import packages_distributions, version
+
+    names = sorted(packages_distributions().get(module, []))
+    return version(names[0]) if names else None
 
 
 def start_runtime(

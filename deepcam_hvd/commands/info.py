@@ -18,12 +18,15 @@ def format_table(ranks: list[dict[str, Any]]) -> str:
     """Human-readable per-rank layout."""
     build = ranks[0]["horovod_build"]
     built = "not installed" if not build.get("installed") else (
-        f"{build['version']} with " + ", ".join(
-            k.upper() for k in ("mpi", "gloo", "nccl", "rccl") if build.get(k)) or "nothing")
+        f"{build['version']} for {' + '.join(build.get('frameworks') or ['nothing'])} with "
+        + ", ".join(k.upper() for k in ("mpi", "gloo", "nccl", "rccl") if build.get(k))
+        or "nothing")
+    tf = ranks[0].get("tensorflow")
     lines = [
         f"launcher {ranks[0]['launcher']}, backend {ranks[0]['backend']}"
         + (f" ({ranks[0]['controller']})" if ranks[0].get("controller") else "")
-        + f", {len(ranks)} rank(s); torch {ranks[0]['torch']}; horovod {built}; "
+        + f", {len(ranks)} rank(s); torch {ranks[0]['torch']}; "
+        f"tensorflow {tf or 'not installed'}; horovod {built}; "
         f"allocator {ranks[0]['allocator']}",
         f"{'rank':>4} {'local':>7} {'host':<16} {'device':<8} {'threads':>7}  cores  (source)",
     ]

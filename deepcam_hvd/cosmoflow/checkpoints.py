@@ -11,7 +11,6 @@ of every epoch (``inputs.epoch_plan``). The LR is a function of the epoch alone.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,6 +26,7 @@ from deepcam_hvd.train.checkpoint import (
     checkpoint_path,
     latest_valid_checkpoint,
     load_checkpoint,
+    plain_state,
     save_checkpoint,
 )
 
@@ -124,23 +124,11 @@ class CosmoCheckpointer:
                 "rng": [torch.from_numpy(np.array(g.state.numpy()))
                         for g in random_generators(model)],
                 "epoch": position.epoch, "batch": position.batch, "step": step, "seed": seed,
-                "progress": _plain(progress), "summary": _plain(summary),
-                "config": _plain(config), "world_size": self.backend.size,
+                "progress": plain_state(progress), "summary": plain_state(summary),
+                "config": plain_state(config), "world_size": self.backend.size,
             }
             save_checkpoint(state, path, keep=self.keep)
 
         run_on_root(self.backend, write, str(self.directory))
         return path
 
-
-def _plain(value: Any) -> Any:
-    """Only what ``torch.load(weights_only=True)`` reads back (non-finite floats as None)."""
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, np.generic):
-        return value.item()
-    return value

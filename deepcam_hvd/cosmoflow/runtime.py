@@ -20,12 +20,17 @@ import os
 import platform
 import socket
 import sys
-from collections.abc import Mapping, MutableMapping, Sequence
+from collections.abc import MutableMapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from deepcam_hvd.device import DEVICE_CHOICES
+from deepcam_hvd.device import DEVICE_CHOICES, gpu_index
 from deepcam_hvd.distributed.base import Backend, Group, ReduceOp
+from deepcam_hvd.distributed.horovod_common import (
+    HorovodRanks,
+    check_communicator,
+    check_horovod_launch,
+)
 from deepcam_hvd.distributed.select import resolve_backend_name
 from deepcam_hvd.errors import ConfigError, LaunchError
 from deepcam_hvd.horovod_tuning import HorovodTuning, tune
@@ -66,17 +71,6 @@ def inter_op_threads(intra: int, requested: int | None = None) -> int:
                               "more")
         return requested
     return max(1, min(REFERENCE_INTER_THREADS, intra))
-
-
-def gpu_index(count: int, local_rank: int, local_size: int) -> int:
-    """The GPU this rank takes among ``count`` visible: the only one, or its local rank (the
-    same rule as ``deepcam_hvd.device.choose_device``); never two ranks on one GPU."""
-    if count == 1:
-        return 0
-    if local_rank < count and local_size <= count:
-        return local_rank
-    raise ConfigError(f"{local_size} ranks on this node but {count} GPUs visible: launch at "
-                      "most one rank per GPU")
 
 
 def choose_tf_device(request: str, local_rank: int, local_size: int) -> str:
@@ -145,27 +139,7 @@ def horovod_tf_build() -> dict[str, Any]:
             "cuda": bool(hvd.cuda_built()), "rocm": bool(hvd.rocm_built())}
 
 
-def check_horovod_launch(build: Mapping[str, Any], launch: LaunchInfo,
-                         env: Mapping[str, str]) -> None:
-    """Refuse a launch this Horovod cannot serve, before ``hvd.init()`` (HorovodBackend's
-    checks, for the TensorFlow extension)."""
-    if not build["installed"]:
-        raise LaunchError(f"{launch.launcher} started {launch.size} ranks but Horovod's "
-                          f"TensorFlow extension is not importable ({build['error']}); run "
-                          "backends/install.sh")
-    if launch.transport == "mpi" and not build["mpi"]:
-        raise LaunchError(f"{launch.launcher} is an MPI launch but this Horovod was built "
-                          "without MPI; launch with horovodrun --gloo or rebuild with the "
-                          "cpu-mpi profile")
-    if launch.transport == "gloo" and not build["gloo"]:
-        raise LaunchError("horovodrun --gloo launch but this Horovod was built without Gloo")
-    if launch.transport == "mpi" and env.get("HOROVOD_CPU_OPERATIONS", "").lower() == "gloo":
-        raise LaunchError(f"HOROVOD_CPU_OPERATIONS=gloo under an MPI launch "
-                          f"({launch.launcher}) crashes Horovod; unset it, or launch with "
-                          "horovodrun --gloo")
-
-
-class HorovodTFBackend(Backend):
+class HorovodTFBackend(HorovodRanks, Backend):
     """Collectives through ``horovod.tensorflow.keras``, behind the project's Backend API.
 
     Tensors arrive and leave as torch tensors (what the neutral helpers pass: small flags and
@@ -181,27 +155,7 @@ class HorovodTFBackend(Backend):
         self._hvd = hvd
         hvd.init()
         self._object_ops = 0
-        if hvd.size() != launch.size or hvd.rank() != launch.rank:
-            raise LaunchError(
-                f"{launch.launcher} started rank {launch.rank} of {launch.size} but Horovod's "
-                f"communicator has rank {hvd.rank()} of {hvd.size()}: the launcher's MPI does "
-                "not match the MPI Horovod was built with (use the matching mpirun/srun --mpi)")
-
-    @property
-    def rank(self) -> int:
-        return int(self._hvd.rank())
-
-    @property
-    def size(self) -> int:
-        return int(self._hvd.size())
-
-    @property
-    def local_rank(self) -> int:
-        return int(self._hvd.local_rank())
-
-    @property
-    def local_size(self) -> int:
-        return int(self._hvd.local_size())
+        check_communicator(hvd, launch)
 
     def barrier(self) -> None:
         import horovod.tensorflow as hvd_tf
@@ -356,7 +310,7 @@ def start_tf_runtime(launcher: str = "auto", backend: str = "auto", device: str 
     tuning = None
     comm: Backend
     if name == "horovod":
-        check_horovod_launch(horovod_tf_build(), launch, env)
+        check_horovod_launch(horovod_tf_build(), launch, env, "TensorFlow")
         gpu = device == "cuda" or (device == "auto" and _tf_sees_gpu())
         # Cycle time, fusion threshold, thread placement: chosen in one place for both
         # frameworks (no workload: the step is unknown before the first one); a user's

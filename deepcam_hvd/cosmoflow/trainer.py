@@ -41,6 +41,7 @@ from deepcam_hvd.cosmoflow.runtime import TFRuntime
 from deepcam_hvd.cosmoflow.schedule import EpochLR, lr_at
 from deepcam_hvd.cosmoflow.summary import CosmoSummary
 from deepcam_hvd.distributed.agreement import run_agreed, run_on_root
+from deepcam_hvd.files import prepare_output_dir
 from deepcam_hvd.train.mlperf_log import MLPerfLog, describe_platform
 from deepcam_hvd.train.seed import run_seed
 from deepcam_hvd.train.signals import StopAgreement, StopRequest
@@ -76,7 +77,7 @@ class CosmoTrainer:
     def setup(self) -> None:
         """Output directory, data, seed, MLPerf init keys, model, optimizer, resume."""
         cfg, b = self.cfg, self.backend
-        run_on_root(b, self._prepare_output_dir, str(self.out))
+        run_on_root(b, lambda: prepare_output_dir(self.out), str(self.out))
         self.log = MLPerfLog(self.out / "mlperf.log", self.is_root)
         self.log.event("cache_clear", False)
         self.log.start("init_start")
@@ -258,12 +259,6 @@ class CosmoTrainer:
 
             raise explain_error(exc, files, self.source.cube if self.source else None) \
                 from None
-
-    def _prepare_output_dir(self) -> None:
-        self.out.mkdir(parents=True, exist_ok=True)
-        probe = self.out / f".write-test-{self.backend.size}"
-        probe.write_text("ok")
-        probe.unlink()
 
     def message(self, text: str) -> None:
         """Print a line on rank 0."""

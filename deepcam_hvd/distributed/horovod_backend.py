@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from deepcam_hvd.distributed.base import Backend, Group, ReduceOp, averaging_optimizer, partition
+from deepcam_hvd.distributed.horovod_common import (
+    HorovodRanks,
+    check_communicator,
+    check_horovod_launch,
+)
 from deepcam_hvd.distributed.mpi_averaging import MpiGradientAverager, mpi_gradient_averager
-from deepcam_hvd.errors import LaunchError
 from deepcam_hvd.horovod_tuning import GRADIENT_VARIABLE, MAIN_THREAD, Workload, tune
 from deepcam_hvd.launchers import LaunchInfo
 
@@ -31,6 +36,7 @@ def horovod_build() -> dict[str, Any]:
     return {
         "installed": True,
         "version": horovod.__version__,
+        "frameworks": horovod_frameworks(),
         "mpi": bool(hvd.mpi_built()),
         "gloo": bool(hvd.gloo_built()),
         "nccl": bool(hvd.nccl_built()) and not hvd.rocm_built(),
@@ -40,7 +46,21 @@ def horovod_build() -> dict[str, Any]:
     }
 
 
-class HorovodBackend(Backend):
+def horovod_frameworks() -> list[str]:
+    """The frameworks this Horovod has an extension for, found without importing them
+    (TensorFlow takes seconds to import)."""
+    import importlib.util
+
+    found = []
+    for framework, module in (("torch", "horovod.torch"), ("tensorflow", "horovod.tensorflow")):
+        spec = importlib.util.find_spec(module)
+        if spec and spec.submodule_search_locations and any(
+                Path(d).glob("mpi_lib*.so") for d in spec.submodule_search_locations):
+            found.append(framework)
+    return found
+
+
+class HorovodBackend(HorovodRanks, Backend):
     """Collectives through ``horovod.torch``; initialised for the launcher that started us."""
 
     name = "horovod"
@@ -48,20 +68,7 @@ class HorovodBackend(Backend):
     def __init__(self, launch: LaunchInfo, device_request: str = "auto",
                  workload: Workload | None = None) -> None:
         build = horovod_build()
-        if not build["installed"]:
-            raise LaunchError(f"backend horovod: Horovod is not importable ({build['error']}); "
-                              "run backends/install.sh")
-        if launch.transport == "mpi" and not build["mpi"]:
-            raise LaunchError(f"{launch.launcher} is an MPI launch but this Horovod was built "
-                              "without MPI; launch with horovodrun --gloo or rebuild with the "
-                              "cpu-mpi profile")
-        if launch.transport == "gloo" and not build["gloo"]:
-            raise LaunchError("horovodrun --gloo launch but this Horovod was built without Gloo")
-        if launch.transport == "mpi" and os.environ.get("HOROVOD_CPU_OPERATIONS", "").lower() == \
-                "gloo":
-            raise LaunchError(f"HOROVOD_CPU_OPERATIONS=gloo under an MPI launch "
-                              f"({launch.launcher}) crashes Horovod; unset it, or launch with "
-                              "horovodrun --gloo")
+        check_horovod_launch(build, launch, os.environ)
         import horovod.torch as hvd
 
         # Cycle time, fusion threshold and background-thread placement: chosen from the run
@@ -76,33 +83,12 @@ class HorovodBackend(Backend):
         self._groups: dict[int, Group] = {}
         self._object_ops = 0
         self._averager: MpiGradientAverager | None = None
-        if hvd.size() != launch.size or hvd.rank() != launch.rank:
-            raise LaunchError(
-                f"{launch.launcher} started rank {launch.rank} of {launch.size} but Horovod's "
-                f"communicator has rank {hvd.rank()} of {hvd.size()}: the launcher's MPI does "
-                "not match the MPI Horovod was built with (use the matching mpirun/srun --mpi)"
-            )
+        check_communicator(hvd, launch)
         # Main-thread mode (horovod_tuning.gradient_path): every collective over all ranks
         # runs on the calling thread through MPI; Horovod's thread keeps only the batch-norm
         # groups' collectives.
         if self.gradient_averaging == MAIN_THREAD:
             self._averager = mpi_gradient_averager()
-
-    @property
-    def rank(self) -> int:
-        return int(self._hvd.rank())
-
-    @property
-    def size(self) -> int:
-        return int(self._hvd.size())
-
-    @property
-    def local_rank(self) -> int:
-        return int(self._hvd.local_rank())
-
-    @property
-    def local_size(self) -> int:
-        return int(self._hvd.local_size())
 
     def barrier(self) -> None:
         if self._averager is not None:

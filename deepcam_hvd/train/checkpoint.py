@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import hashlib
 import io
+import math
 import re
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from deepcam_hvd.errors import ConfigError, DataError
@@ -49,6 +51,20 @@ def save_checkpoint(state: dict[str, Any], path: Path, keep: int = 2) -> Path:
         for old in list_checkpoints(path.parent, prefix["prefix"])[:-keep]:
             old.unlink(missing_ok=True)
     return path
+
+
+def plain_state(value: Any) -> Any:
+    """``value`` as only the types ``torch.load(weights_only=True)`` reads back: dict keys as
+    strings, tuples as lists, numpy scalars as Python numbers, non-finite floats as None."""
+    if isinstance(value, dict):
+        return {str(k): plain_state(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [plain_state(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, np.generic):
+        return plain_state(value.item())
+    return value
 
 
 def list_checkpoints(directory: Path, prefix: str) -> list[Path]:

@@ -7,7 +7,6 @@ batch-norm buffers, which differ per rank until the next validation averages the
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from deepcam_hvd.train.checkpoint import (
     checkpoint_path,
     latest_valid_checkpoint,
     load_checkpoint,
+    plain_state,
     save_checkpoint,
 )
 from deepcam_hvd.train.metric import NUM_CLASSES
@@ -112,8 +112,8 @@ class Checkpointer:
                 "epoch": position.epoch,
                 "progress": progresses,
                 "rank_buffers": buffers,
-                "config": _plain(self.cfg.to_dict()),
-                "summary": _plain(summary),
+                "config": plain_state(self.cfg.to_dict()),
+                "summary": plain_state(summary),
                 "world_size": self.backend.size,
             }
             save_checkpoint(state, checkpoint_path(self.directory, self.cfg.model_prefix,
@@ -129,13 +129,3 @@ def checkpoint_seed(state: dict[str, Any] | None) -> int | None:
     seed = state.get("config", {}).get("seed")
     return int(seed) if seed else None
 
-
-def _plain(value: Any) -> Any:
-    """Only the types ``torch.load(weights_only=True)`` accepts (no floats like nan issue)."""
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value

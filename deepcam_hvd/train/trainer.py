@@ -22,6 +22,7 @@ from deepcam_hvd.data.loader import Loaders, LoaderSettings, build_loaders
 from deepcam_hvd.data.stage import stage_dataset
 from deepcam_hvd.distributed.agreement import run_on_root
 from deepcam_hvd.errors import ConfigError, DataError
+from deepcam_hvd.files import prepare_output_dir
 from deepcam_hvd.model import build_model, convert_batchnorm
 from deepcam_hvd.runtime import Runtime
 from deepcam_hvd.train import mlperf_log as mlp
@@ -80,7 +81,7 @@ class Trainer:
     def setup(self) -> None:
         """Seed, cache clear, staging, data, model, optimizer, schedule, resume; log init."""
         b = self.backend
-        run_on_root(b, self._prepare_output_dir, str(self.out))
+        run_on_root(b, lambda: prepare_output_dir(self.out), str(self.out))
         resume_from, state = self.checkpointer.find()
         seed, origin = run_seed(self.cfg.seed, checkpoint_seed(state), b)
         self.cfg = cfg = dataclasses.replace(self.cfg, seed=seed)
@@ -314,12 +315,6 @@ class Trainer:
         """Write a checkpoint of the run as it stands (collective)."""
         self.checkpointer.save(self.model, self.optimizer, self.scheduler, self.position,
                                self.progress, self.summary.as_dict())
-
-    def _prepare_output_dir(self) -> None:
-        self.out.mkdir(parents=True, exist_ok=True)
-        probe = self.out / f".write-test-{self.backend.size}"
-        probe.write_text("ok")
-        probe.unlink()
 
     def message(self, text: str) -> None:
         """Print a line on rank 0 (through the progress bar while it runs)."""

@@ -10,6 +10,7 @@ import pytest
 
 from deepcam_hvd.commands.info import format_table, horovod_lines
 from deepcam_hvd.horovod_tuning import MAIN_THREAD_CYCLE_MS, Workload, estimate_step_s
+from deepcam_hvd.runtime import installed_version
 from tests.launch import DEEPCAM, run_ranks
 
 
@@ -23,6 +24,12 @@ def test_single_process_is_local() -> None:
         ("single", "local", 0, "cpu")
     assert rank["horovod_build"]["mpi"] and rank["horovod_build"]["gloo"]
     assert rank["threads"] >= 1
+    # both frameworks, found without importing TensorFlow (the install builds Horovod for both)
+    assert rank["tensorflow"] == installed_version("tensorflow")
+    assert rank["horovod_build"]["frameworks"] == \
+        (["torch", "tensorflow"] if rank["tensorflow"] else ["torch"])
+    table = run_ranks([DEEPCAM, "info"], launcher="none").stdout
+    assert f"tensorflow {rank['tensorflow']}" in table.splitlines()[0]
 
 
 @pytest.mark.multirank

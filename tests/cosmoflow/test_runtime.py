@@ -107,7 +107,7 @@ def test_backends_that_cannot_serve_tensorflow_are_refused() -> None:
 def test_horovod_builds_that_cannot_serve_the_launch_are_refused(
         build: dict, launch: LaunchInfo, env: dict[str, str], message: str) -> None:
     with pytest.raises(LaunchError, match=message):
-        check_horovod_launch(build, launch, env)
+        check_horovod_launch(build, launch, env, "TensorFlow")
     check_horovod_launch(BUILT, launch, {})  # the same launch with a full build passes
 
 

@@ -22,8 +22,10 @@ is CPU taken from compute. Two costs pull the cycle time apart:
   and the step's last gradients are exposed (plus the trainer's blocking logging collective);
 * polling: the more cycles per step, the more spinning between the realignments.
 
-Where the gradients are averaged decides the rest (:func:`gradient_path`). With one compute
-thread per rank, no free core and MPI as the transport, they are averaged by one MPI allreduce
+Where the gradients are averaged decides the rest (:func:`gradient_path`). When asked
+(``DEEPCAM_GRADIENT_AVERAGING=main-thread``; opt-in since MPICH/UCX aborted once with two
+threads in MPI, best with one compute thread per rank and no free core), they are averaged by
+one MPI allreduce
 from the training thread after backward (``distributed/mpi_averaging.py``), and every other
 all-rank collective goes the same way, so nothing in training waits on Horovod's thread: its
 cycle is ``MAIN_THREAD_CYCLE_MS`` (200 ms), which only sets how often it polls. Otherwise
@@ -195,8 +197,9 @@ def cycle_time_ms(step_s: float | None, cycles_per_step: int = CYCLES_PER_STEP) 
 
 
 def gradient_path(shape: RunShape) -> tuple[str, str]:
-    """Where gradients are averaged, and why: on the main thread when Horovod's background
-    thread can only run on a core that computes (CPU, MPI, one thread per rank, no free core)."""
+    """Where gradients are averaged by default, and why: Horovod's DistributedOptimizer (the
+    main-thread path, best where Horovod's thread can only run on a core that computes, is
+    opt-in until MPICH/UCX is shown safe with two threads in MPI)."""
     if shape.framework != "torch":
         return HOROVOD_PATH, "Keras: Horovod's DistributedOptimizer"
     if shape.device != "cpu":
@@ -206,8 +209,11 @@ def gradient_path(shape: RunShape) -> tuple[str, str]:
     if shape.threads_per_rank > 1 or spare_core(shape) is not None:
         return HOROVOD_PATH, ("Horovod's thread overlaps backward on cores the compute "
                               "threads share with it")
-    return MAIN_THREAD, ("one compute thread per rank and no free core: Horovod's thread "
-                         "would poll on the compute core")
+    # One compute thread per rank and no free core: the main-thread path measured best
+    # (RESULTS.md), but MPICH 4.0/UCX aborted once in CI with both threads in MPI
+    # (ucp_worker.c "worker->inprogress++ == 0"), so it waits for a user who asks for it.
+    return HOROVOD_PATH, (f"main-thread averaging is opt-in ({GRADIENT_VARIABLE}=main-thread): "
+                          "MPICH/UCX aborted once with two threads in MPI")
 
 
 def spare_core(shape: RunShape) -> int | None:

@@ -55,15 +55,15 @@ def test_two_ranks_use_horovod(tmp_path: Path, launcher: str, expected_launcher:
         assert (r["size"], r["local_size"], r["local_rank"]) == (2, 2, r["rank"])
         assert r["threads"] == 1  # 2 cores, 2 ranks, OMP_NUM_THREADS=1 from the test
         # CPU ranks without a workload (info): cycle chosen by horovod_tuning
-        # main-thread averaging (MPI): nothing waits on Horovod's cycle, which is long
-        cycle_ms = "200" if controller == "mpi" else "50"
+        # no workload: the step is unknown, the full-size cycle
+        cycle_ms = "50"
         assert r["horovod_cycle_time_ms"] == cycle_ms
         cycle, fusion, affinity, gradients = r["horovod_tuning"]["settings"]
         assert (cycle["variable"], cycle["value"], cycle["source"]) == \
             ("HOROVOD_CYCLE_TIME", cycle_ms, "chosen")
         assert (fusion["value"], affinity["value"]) == (None, None)  # Horovod's own
         # one thread per rank on 2 cores: gradients on the main thread where MPI is the transport
-        assert gradients["value"] == ("main-thread" if controller == "mpi" else "horovod")
+        assert gradients["value"] == "horovod"  # main-thread averaging is opt-in
         assert r["horovod_tuning"]["shape"]["step_estimate_s"] is None
 
 
@@ -84,7 +84,8 @@ def test_a_training_config_sets_the_step_the_cycle_is_chosen_from(tmp_path: Path
     config.write_text(f'model = "deeplab-xception-small"\ndata_dir_prefix = "{tiny_root}"\n'
                       "local_batch_size = 2\n")
     out = tmp_path / "info.json"
-    proc = run_ranks([DEEPCAM, "info", "--config", str(config), "--output", str(out)])
+    proc = run_ranks([DEEPCAM, "info", "--config", str(config), "--output", str(out)],
+                     env={"DEEPCAM_GRADIENT_AVERAGING": "main-thread"})
     assert proc.returncode == 0, proc.stderr
     step = estimate_step_s(Workload("deeplab-xception-small", 32, 48, 2), 1)
     for r in json.loads(out.read_text())["ranks"]:

@@ -12,12 +12,14 @@ first):
   communicate: what 2 x 1 could reach if communication cost nothing; its samples/s is the sum
   of the two. Like the mpirun ranks (Hydra binds nothing by default) they are not pinned, so
   that the scheduler treats both alike when other work shares the machine;
-* ``2x1-horovod``: ``mpirun -np 2``, 1 thread per rank, Horovod with the gradients averaged by
-  one MPI allreduce from the training thread (``DEEPCAM_GRADIENT_AVERAGING=main-thread``, opt-in
-  since an MPICH/UCX abort in CI) and the cycle ``deepcam_hvd.horovod_tuning`` then chooses;
-* ``2x1-horovod-default``: the same launch with the default settings;
+* ``2x1-horovod``: ``mpirun -np 2``, 1 thread per rank, the default settings
+  (``deepcam_hvd.horovod_tuning``): gradients averaged by one MPI allreduce from the training
+  thread, Horovod's own thread on Gloo over loopback with a 200 ms cycle;
+* ``2x1-horovod-mpi``: the same with Horovod's thread left on MPI (``HOROVOD_CONTROLLER=mpi``,
+  ``DEEPCAM_GRADIENT_AVERAGING=main-thread``): the setting measured before the Gloo controller,
+  two threads in MPI (which Debian's MPICH/UCX once aborted on);
 * ``2x1-horovod-bg``: the same with the gradients on Horovod's background thread
-  (``DEEPCAM_GRADIENT_AVERAGING=horovod``: hvd.DistributedOptimizer), its cycle 1/100 of the
+  (``DEEPCAM_GRADIENT_AVERAGING=horovod``: hvd.DistributedOptimizer), its cycle 1/10 of the
   step;
 * ``2x1-horovod-c50``: the settings before issue 14: Horovod's background thread, 50 ms cycle;
 * ``2x1-torch``: ``mpirun -np 2 --backend torch`` (torch.distributed gloo).
@@ -51,6 +53,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -83,9 +86,10 @@ VARIANTS = {
     "1x1": Variant("1x1", 1, 1, "local"),
     "1x2": Variant("1x2", 1, 2, "local"),
     "2x1-solo": Variant("2x1-solo", 2, 1, "local", solo=True),
-    "2x1-horovod": Variant("2x1-horovod", 2, 1, "horovod",
-                           env={"DEEPCAM_GRADIENT_AVERAGING": "main-thread"}),
-    "2x1-horovod-default": Variant("2x1-horovod-default", 2, 1, "horovod"),
+    "2x1-horovod": Variant("2x1-horovod", 2, 1, "horovod"),
+    "2x1-horovod-mpi": Variant("2x1-horovod-mpi", 2, 1, "horovod",
+                               env={"DEEPCAM_GRADIENT_AVERAGING": "main-thread",
+                                    "HOROVOD_CONTROLLER": "mpi"}),
     "2x1-horovod-bg": Variant("2x1-horovod-bg", 2, 1, "horovod",
                               env={"DEEPCAM_GRADIENT_AVERAGING": "horovod"}),
     "2x1-horovod-c50": Variant("2x1-horovod-c50", 2, 1, "horovod",
@@ -156,6 +160,22 @@ def runnable_tasks(seconds: float = 3.0) -> float:
     return statistics.fmean(samples)
 
 
+def cpu_meter() -> Callable[[], dict[str, float]]:
+    """Start timing; the function returned gives the wall seconds since and the share of the
+    machine's CPU that other work took meanwhile (``others_cpu_share``: busy CPU seconds less
+    this script's finished children's, over wall x cores)."""
+    busy0, ours0 = cpu_busy_s(), children_cpu_s()
+    started = time.perf_counter()
+
+    def stop() -> dict[str, float]:
+        wall = time.perf_counter() - started
+        others = (cpu_busy_s() - busy0) - (children_cpu_s() - ours0)
+        return {"wall_s": wall,
+                "others_cpu_share": max(0.0, others) / (wall * (os.cpu_count() or 1))}
+
+    return stop
+
+
 def wait_for_quiet(limit: float, max_wait: float) -> tuple[float, float]:
     """Wait until other work leaves the cores (at most ``limit`` runnable tasks on average,
     the sampler being one) or ``max_wait`` seconds pass; returns (seconds waited, tasks)."""
@@ -173,8 +193,7 @@ def launch(v: Variant, args_for: list[list[str]], timeout: float) -> dict[str, f
     list under mpirun) and wait for them; returns the wall seconds and the share of the
     machine's CPU that other work took meanwhile (``others_cpu_share``)."""
     env = environment(v)
-    busy0, ours0 = cpu_busy_s(), children_cpu_s()
-    started = time.perf_counter()
+    meter = cpu_meter()
     if v.solo:
         procs = [subprocess.Popen([DEEPCAM, *args], cwd=ROOT, env=env, text=True,
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -189,10 +208,7 @@ def launch(v: Variant, args_for: list[list[str]], timeout: float) -> dict[str, f
         if p.returncode != 0:
             raise SystemExit(f"{v.name} failed ({p.returncode}): {' '.join(p.args)}\n"
                              f"{out[-2000:]}\n{err[-3000:]}")
-    wall = time.perf_counter() - started
-    others = (cpu_busy_s() - busy0) - (children_cpu_s() - ours0)
-    return {"wall_s": wall, "others_cpu_share": max(0.0, others) / (wall * (os.cpu_count()
-                                                                              or 1))}
+    return meter()
 
 
 def train_args(v: Variant, data: Path, out: Path, epochs: int, seed: int) -> list[str]:
@@ -278,15 +294,21 @@ def horovod_choice(full_size: bool) -> dict[str, Any]:
     return tune("cpu", "mpi", 2, workload, env).as_dict()
 
 
-def ratios(rounds: list[dict[str, dict[str, Any]]]) -> dict[str, list[float]]:
-    """Per round, the issue's ratios of samples/s (both terms from the same round)."""
-    pairs = {"2x1-horovod / 2x1-solo": ("2x1-horovod", "2x1-solo"),
-             "2x1-horovod / 1x1": ("2x1-horovod", "1x1"),
-             "2x1-horovod / 2x1-torch": ("2x1-horovod", "2x1-torch"),
-             "2x1-horovod / 2x1-horovod-c50": ("2x1-horovod", "2x1-horovod-c50"),
-             "2x1-horovod-bg / 2x1-horovod-c50": ("2x1-horovod-bg", "2x1-horovod-c50"),
-             "2x1-horovod / 1x2": ("2x1-horovod", "1x2"),
-             "2x1-torch / 2x1-solo": ("2x1-torch", "2x1-solo")}
+# The issue's ratios: label -> (numerator variant, denominator variant).
+RATIO_PAIRS = {"2x1-horovod / 2x1-solo": ("2x1-horovod", "2x1-solo"),
+               "2x1-horovod / 1x1": ("2x1-horovod", "1x1"),
+               "2x1-horovod / 2x1-torch": ("2x1-horovod", "2x1-torch"),
+               "2x1-horovod / 2x1-horovod-c50": ("2x1-horovod", "2x1-horovod-c50"),
+               "2x1-horovod-bg / 2x1-horovod-c50": ("2x1-horovod-bg", "2x1-horovod-c50"),
+               "2x1-horovod / 1x2": ("2x1-horovod", "1x2"),
+               "2x1-horovod / 2x1-horovod-mpi": ("2x1-horovod", "2x1-horovod-mpi"),
+               "2x1-torch / 2x1-solo": ("2x1-torch", "2x1-solo")}
+
+
+def ratios(rounds: list[dict[str, dict[str, Any]]],
+           pairs: dict[str, tuple[str, str]] = RATIO_PAIRS) -> dict[str, list[float]]:
+    """Per round, the ratios of samples/s of ``pairs`` (both terms from the same round; a pair
+    missing from a round is left out)."""
     out: dict[str, list[float]] = {}
     for label, (a, b) in pairs.items():
         values = [r[a]["samples_per_s"] / r[b]["samples_per_s"] for r in rounds
@@ -294,6 +316,45 @@ def ratios(rounds: list[dict[str, dict[str, Any]]]) -> dict[str, list[float]]:
         if values:
             out[label] = values
     return out
+
+
+def add_quiet_options(parser: argparse.ArgumentParser) -> None:
+    """--quiet-tasks and --quiet-wait: how quiet the machine must be before each run."""
+    parser.add_argument("--quiet-tasks", type=float, default=1.5,
+                        help="before each run, wait until at most this many tasks are "
+                             "runnable on average (the sampler is one)")
+    parser.add_argument("--quiet-wait", type=float, default=180,
+                        help="longest wait for a quiet machine before each run (s)")
+
+
+def run_rounds(names: list[str], rounds: int, measure: Callable[[str], dict[str, Any]],
+               describe: Callable[[dict[str, Any]], str], quiet_tasks: float,
+               quiet_wait: float) -> list[dict[str, dict[str, Any]]]:
+    """Every variant once per round, in an order rotated every round (ratios are then taken
+    within a round), each after waiting for a quiet machine; ``measure(name)``'s result gains
+    the load average at its start and end and the wait, and ``describe(result)`` is printed."""
+    out: list[dict[str, dict[str, Any]]] = []
+    for r in range(rounds):
+        order = names[r % len(names):] + names[:r % len(names)]
+        results: dict[str, dict[str, Any]] = {}
+        for name in order:
+            waited, tasks = wait_for_quiet(quiet_tasks, quiet_wait)
+            load_start = os.getloadavg()[0]
+            result = measure(name)
+            result.update(load_start=load_start, load_end=os.getloadavg()[0],
+                          quiet_wait_s=waited, runnable_before=tasks)
+            results[name] = result
+            print(f"round {r + 1} {name}: {describe(result)}", flush=True)
+        out.append(results)
+    return out
+
+
+def save(doc: dict[str, Any], output: Path, summary: str) -> None:
+    """Write the results JSON and print the Markdown summary."""
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(doc, indent=2) + "\n")
+    print()
+    print(summary)
 
 
 def spread(values: list[float], digits: int = 2) -> str:
@@ -304,20 +365,32 @@ def spread(values: list[float], digits: int = 2) -> str:
             f"{max(values):.{digits}f})")
 
 
-def table(doc: dict[str, Any]) -> str:
-    """The Markdown summary: per variant samples/s and exposed wait, then the ratios."""
-    lines = ["| variant | samples/s (job), median (range) | exposed allreduce wait | "
-             "others' CPU share | load at start-end |", "|---|---|---|---|---|"]
+def summary_table(doc: dict[str, Any], columns: dict[str, Callable[[list[dict[str, Any]]], str]],
+                  ratio_header: str = "ratio (same round)") -> str:
+    """A Markdown summary: a row per variant (``columns``: header -> the cell made from the
+    variant's runs, one per round), with the share of the CPU other work took and the load,
+    then a table of the ratios."""
+    headers = ["variant", *columns, "others' CPU share", "load at start-end"]
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     for name in doc["variants"]:
         runs = [r[name] for r in doc["rounds"] if name in r]
         loads = ", ".join(f"{r['load_start']:.1f}-{r['load_end']:.1f}" for r in runs)
-        lines.append(f"| {name} | {spread([r['samples_per_s'] for r in runs])} | "
-                     f"{spread([100 * r['comm_wait_fraction'] for r in runs], 1)} % | "
-                     f"{spread([100 * r['others_cpu_share'] for r in runs], 0)} % | "
-                     f"{loads} |")
-    lines += ["", "| ratio (same round) | median (range) |", "|---|---|"]
+        cells = [name, *(cell(runs) for cell in columns.values()),
+                 f"{spread([100 * r['others_cpu_share'] for r in runs], 0)} %", loads]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", f"| {ratio_header} | median (range) |", "|---|---|"]
     lines += [f"| {k} | {spread(v)} |" for k, v in doc["ratios"].items()]
     return "\n".join(lines)
+
+
+def table(doc: dict[str, Any]) -> str:
+    """The Markdown summary: per variant samples/s and exposed wait, then the ratios."""
+    return summary_table(doc, {
+        "samples/s (job), median (range)":
+            lambda runs: spread([r["samples_per_s"] for r in runs]),
+        "exposed allreduce wait":
+            lambda runs: f"{spread([100 * r['comm_wait_fraction'] for r in runs], 1)} %",
+    })
 
 
 def main() -> None:
@@ -336,11 +409,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=2, help="--full-size: timed steps")
     parser.add_argument("--warmup", type=int, default=1, help="--full-size: warm-up steps")
     parser.add_argument("--timeout", type=float, default=3600)
-    parser.add_argument("--quiet-tasks", type=float, default=1.5,
-                        help="before each run, wait until at most this many tasks are "
-                             "runnable on average (the sampler is one)")
-    parser.add_argument("--quiet-wait", type=float, default=180,
-                        help="longest wait for a quiet machine before each run (s)")
+    add_quiet_options(parser)
     parser.add_argument("--output", type=Path, default=None)
     args = parser.parse_args()
     if shutil.which("mpirun") is None:
@@ -354,31 +423,26 @@ def main() -> None:
         raise SystemExit(f"unknown variants {unknown}; known: {', '.join(known)}")
     output = args.output or RESULTS / ("small_step_scaling_full.json" if args.full_size
                                        else "small_step_scaling.json")
-    rounds: list[dict[str, dict[str, Any]]] = []
+
+    def describe(result: dict[str, Any]) -> str:
+        return (f"{result['samples_per_s']:.3f} samples/s, allreduce wait "
+                f"{100 * result['comm_wait_fraction']:.1f} %, load "
+                f"{result['load_start']:.1f}-{result['load_end']:.1f}, others' CPU "
+                f"{100 * result['others_cpu_share']:.0f} %")
+
     with tempfile.TemporaryDirectory(prefix="small-step-") as tmp:
         work = Path(tmp)
         data = None if args.full_size else (args.data or make_data(work, args.timeout))
-        for r in range(args.rounds):
-            order = names[r % len(names):] + names[:r % len(names)]
-            results: dict[str, dict[str, Any]] = {}
-            for name in order:
-                v = known[name]
-                waited, tasks = wait_for_quiet(args.quiet_tasks, args.quiet_wait)
-                load_start = os.getloadavg()[0]
-                if args.full_size:
-                    result = measure_full(v, work, args.steps, args.warmup, args.timeout)
-                else:
-                    assert data is not None
-                    result = measure_small(v, data, work, args.epochs, args.seed,
-                                           args.timeout)
-                result.update(load_start=load_start, load_end=os.getloadavg()[0],
-                              quiet_wait_s=waited, runnable_before=tasks)
-                results[name] = result
-                print(f"round {r + 1} {name}: {result['samples_per_s']:.3f} samples/s, "
-                      f"allreduce wait {100 * result['comm_wait_fraction']:.1f} %, load "
-                      f"{load_start:.1f}-{result['load_end']:.1f}, others' CPU "
-                      f"{100 * result['others_cpu_share']:.0f} %", flush=True)
-            rounds.append(results)
+
+        def measure(name: str) -> dict[str, Any]:
+            if args.full_size:
+                return measure_full(known[name], work, args.steps, args.warmup, args.timeout)
+            assert data is not None
+            return measure_small(known[name], data, work, args.epochs, args.seed,
+                                 args.timeout)
+
+        rounds = run_rounds(names, args.rounds, measure, describe, args.quiet_tasks,
+                            args.quiet_wait)
     doc = {
         "mode": "full-size bench step 768x1152 deeplab-xception, batch 1 per rank"
         if args.full_size else "demo training (jobs/demo.toml), global batch 4",
@@ -391,10 +455,7 @@ def main() -> None:
         "ratios": ratios(rounds),
         "date": time.strftime("%Y-%m-%d %H:%M"),
     }
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(doc, indent=2) + "\n")
-    print()
-    print(table(doc))
+    save(doc, output, table(doc))
 
 
 if __name__ == "__main__":

@@ -22,18 +22,20 @@ is CPU taken from compute. Two costs pull the cycle time apart:
   and the step's last gradients are exposed (plus the trainer's blocking logging collective);
 * polling: the more cycles per step, the more spinning between the realignments.
 
-Where the gradients are averaged decides the rest (:func:`gradient_path`). When asked
-(``DEEPCAM_GRADIENT_AVERAGING=main-thread``; opt-in since MPICH/UCX aborted once with two
-threads in MPI, best with one compute thread per rank and no free core), they are averaged by
-one MPI allreduce
-from the training thread after backward (``distributed/mpi_averaging.py``), and every other
-all-rank collective goes the same way, so nothing in training waits on Horovod's thread: its
-cycle is ``MAIN_THREAD_CYCLE_MS`` (200 ms), which only sets how often it polls. Otherwise
+Where the gradients are averaged decides the rest (:func:`gradient_path`). With one compute
+thread per rank, no free core, MPI and every rank on one node, they are averaged by one MPI
+allreduce from the training thread after backward (``distributed/mpi_averaging.py``), and
+every other all-rank collective goes the same way, so nothing in training waits on Horovod's
+thread: its cycle is ``MAIN_THREAD_CYCLE_MS`` (200 ms), which only sets how often it polls,
+and its controller is Gloo over loopback (:func:`controller`,
+``distributed/gloo_beside_mpi.py``), so that MPI has one caller (MPICH 4.0/UCX aborted in CI
+with two threads in MPI). ``DEEPCAM_GRADIENT_AVERAGING=horovod|main-thread`` overrides. Otherwise
 (threads > 1 or a spare core, Gloo, GPU) Horovod's DistributedOptimizer overlaps them with
 backward and the cycle is a fixed fraction of the step, ``step / CYCLES_PER_STEP``, within
 [``MIN_CYCLE_MS``, ``MAX_CYCLE_MS``]; the step comes from the workload
-(:func:`estimate_step_s`: FLOPs from ``bench/flops.py`` over a per-core rate fitted to this
-machine's measured steps) since ``hvd.init()`` runs before any step. Without a workload
+(:func:`estimate_step_s`: the workload's FLOPs over a per-core rate of its framework fitted to
+measured steps, :class:`Workload` for DeepCAM, :class:`CosmoWorkload` for CosmoFlow) since
+``hvd.init()`` runs before any step. Without a workload
 (``deepcam-hvd info``, ``data`` commands) it is ``MAX_CYCLE_MS``, the full-size choice. GPU
 ranks keep Horovod's defaults (their steps are short and their cores are not the compute).
 
@@ -41,8 +43,9 @@ Measured (``benchmarks/RESULTS.md``, "Small steps on 2 ranks x 1 thread", from
 ``benchmarks/small_step_scaling.py``; earlier sweeps in "Layout study"): at full size (a 20-40 s
 step) 1 ms cycles cost 50 % of the step and 50 ms was best (20 ms: +18 %, 200 ms: no better);
 on the demo's 0.1 s step, 2 ranks x 1 thread ran at 0.63 of two independent processes with the
-50 ms cycle and Horovod's optimizer, 0.87 with the main-thread path and a 200 ms cycle (30 ms:
-about 0.1 lower).
+50 ms cycle and Horovod's optimizer, 0.87-0.89 with the main-thread path and a 200 ms cycle
+(30 ms: about 0.1 lower); with Horovod's optimizer, 1/10 of the step beat 1/100 on both
+workloads (:data:`CYCLES_PER_STEP`).
 
 Fusion threshold: Horovod's 128 MiB, stated explicitly. The demo's 4.2 MB of gradients fit one
 buffer and the full model's 226 MB two; a smaller buffer only splits the same copies and
@@ -64,7 +67,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, MutableMapping
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar, Protocol
 
 if TYPE_CHECKING:
     from deepcam_hvd.config import TrainConfig
@@ -72,6 +75,12 @@ if TYPE_CHECKING:
 CYCLE_VARIABLE = "HOROVOD_CYCLE_TIME"
 FUSION_VARIABLE = "HOROVOD_FUSION_THRESHOLD"
 AFFINITY_VARIABLE = "HOROVOD_THREAD_AFFINITY"
+CONTROLLER_VARIABLE = "HOROVOD_CONTROLLER"
+#: The variables apply() exports; the controller is set up by the backend
+#: (distributed/gloo_beside_mpi.py needs a rendezvous, not just a variable).
+EXPORTED = (CYCLE_VARIABLE, FUSION_VARIABLE, AFFINITY_VARIABLE)
+#: A user who sets these chose how Horovod talks: the main-thread path is then not chosen.
+USER_CONTROLLER_VARIABLES = (CONTROLLER_VARIABLE, "HOROVOD_CPU_OPERATIONS")
 #: Ours, not Horovod's: "horovod" (hvd.DistributedOptimizer: allreduces on Horovod's
 #: background thread, overlapped with backward) or "main-thread" (one MPI allreduce of all
 #: gradients after backward, deepcam_hvd/distributed/mpi_averaging.py).
@@ -82,9 +91,13 @@ MAIN_THREAD = "main-thread"
 #: Horovod 0.28.1's own defaults (operations.cc).
 HOROVOD_CYCLE_MS = 1.0
 HOROVOD_FUSION_BYTES = 128 * 1024 * 1024
-#: With the gradients on Horovod's thread the cycle is this fraction of the (estimated) step
-#: (their exposed wait), within the bounds below.
-CYCLES_PER_STEP = 100
+#: With the gradients on Horovod's thread the cycle is this fraction of the (estimated) step,
+#: within the bounds below: gradients wait ~half a cycle, and each cycle polls on the compute
+#: cores. Measured on 2 ranks x 1 thread (benchmarks/RESULTS.md, "Horovod's cycle on its own
+#: thread"): DeepCAM's demo step (~0.05 s) ran at 59 samples/s with a 1.2 ms cycle, 67 at 5 ms,
+#: 69 at 12 ms; CosmoFlow's 32^3 step at 0.084 s (1 ms), 0.069 (5 ms), 0.070 (10 ms), 0.075
+#: (20 ms), 0.097 (50 ms); full size (20-40 s) was best at 50 ms.
+CYCLES_PER_STEP = 10
 #: With them on the main thread, nothing in training waits on Horovod's thread (sums, the stop
 #: flag, objects and barriers go the same way; only start-up broadcasts and batch-norm groups
 #: stay), so the cycle only sets how often its idle negotiation polls: 200 ms, measured better
@@ -92,23 +105,60 @@ CYCLES_PER_STEP = 100
 MAIN_THREAD_CYCLE_MS = 200.0
 MIN_CYCLE_MS = 1.0
 MAX_CYCLE_MS = 50.0
-#: Step-time model t = FLOP / (rate x threads) + overhead, fitted to one core of the 2-core
-#: EPYC VM of benchmarks/RESULTS.md: 35.9 s for the full model's 1.97 TFLOP step at 768x1152
-#: (2x1-solo) and 0.121 s for the reduced model's 2.56 GFLOP step at 96x144, batch 2
-#: (benchmarks/scaling, profiled compute). An estimate for choosing a cycle, not a prediction.
-CORE_GFLOP_PER_S = 55.0
-STEP_OVERHEAD_S = 0.074
+
+
+class StepWork(Protocol):
+    """What one rank computes per step, as far as the step's length goes: its FLOP and the
+    rate model t = FLOP / (rate x threads) + overhead of its framework."""
+
+    core_gflop_per_s: ClassVar[float]
+    step_overhead_s: ClassVar[float]
+
+    def train_step_flops(self) -> float:
+        """FLOP of one training step of this rank."""
+        ...
 
 
 @dataclass(frozen=True)
 class Workload:
-    """What one rank computes per step: the model, the sample size and the local batch."""
+    """DeepCAM's step on one rank: the model, the sample size and the local batch."""
 
     model: str
     height: int
     width: int
     local_batch_size: int
     in_channels: int = 16
+    #: PyTorch on one core of the 2-core EPYC VM of benchmarks/RESULTS.md: 35.9 s for the full
+    #: model's 1.97 TFLOP step at 768x1152 (2x1-solo) and 0.121 s for the reduced model's
+    #: 2.56 GFLOP step at 96x144, batch 2 (profiled compute). For choosing a cycle only.
+    core_gflop_per_s: ClassVar[float] = 55.0
+    step_overhead_s: ClassVar[float] = 0.074
+
+    def train_step_flops(self) -> float:
+        """FLOP counted by :func:`deepcam_hvd.bench.flops.train_step_flops`."""
+        from deepcam_hvd.bench.flops import train_step_flops
+
+        return train_step_flops(self.model, self.in_channels, 3, self.local_batch_size,
+                                self.height, self.width)
+
+
+@dataclass(frozen=True)
+class CosmoWorkload:
+    """CosmoFlow's step on one rank: the cube side and the local batch."""
+
+    cube: int
+    local_batch_size: int
+    #: TensorFlow 2.15 with oneDNN on one core of a 2-core EPYC VM (benchmarks/RESULTS.md,
+    #: "CosmoFlow's training step"): 0.045 s for 12.9 GFLOP (32^3, batch 4, 2 threads) and
+    #: ~0.046 s for 6.5 GFLOP (batch 2, 1 thread): no overhead to speak of.
+    core_gflop_per_s: ClassVar[float] = 140.0
+    step_overhead_s: ClassVar[float] = 0.0
+
+    def train_step_flops(self) -> float:
+        """FLOP of :func:`deepcam_hvd.workloads.cosmoflow.train_step_flops`."""
+        from deepcam_hvd.workloads.cosmoflow import train_step_flops
+
+        return train_step_flops(self.cube, self.local_batch_size)
 
 
 @dataclass(frozen=True)
@@ -123,6 +173,7 @@ class RunShape:
     bound_cores: tuple[int, ...]  # this rank's affinity mask
     step_estimate_s: float | None  # None: no workload given
     framework: str = "torch"  # "torch" or "tensorflow" (Keras averages in its optimizer)
+    single_node: bool = True  # every rank on this node (the launcher's local size = size)
 
 
 @dataclass(frozen=True)
@@ -154,11 +205,11 @@ class HorovodTuning:
         """One line: 'cycle 25 ms (chosen), fusion 134217728 B (chosen), affinity default
         (horovod default), gradients main-thread (chosen)'."""
         names = {CYCLE_VARIABLE: "cycle", FUSION_VARIABLE: "fusion",
-                 AFFINITY_VARIABLE: "affinity", GRADIENT_VARIABLE: "gradients"}
-        units = {CYCLE_VARIABLE: " ms", FUSION_VARIABLE: " B", AFFINITY_VARIABLE: "",
-                 GRADIENT_VARIABLE: ""}
+                 AFFINITY_VARIABLE: "affinity", GRADIENT_VARIABLE: "gradients",
+                 CONTROLLER_VARIABLE: "controller"}
+        units = {CYCLE_VARIABLE: " ms", FUSION_VARIABLE: " B"}
         return ", ".join(
-            f"{names[s.variable]} {s.value + units[s.variable] if s.value else 'default'} "
+            f"{names[s.variable]} {s.value + units.get(s.variable, '') if s.value else 'default'} "
             f"({s.source})" for s in self.settings)
 
 
@@ -179,14 +230,10 @@ def workload_for_config(cfg: TrainConfig, full_size: tuple[int, int] = (768, 115
                     len(cfg.channels))
 
 
-def estimate_step_s(workload: Workload, threads: int) -> float:
-    """Seconds of one training step of ``workload`` on ``threads`` cores of this machine
-    (FLOPs counted by :func:`deepcam_hvd.bench.flops.train_step_flops`)."""
-    from deepcam_hvd.bench.flops import train_step_flops
-
-    flop = train_step_flops(workload.model, workload.in_channels, 3, workload.local_batch_size,
-                            workload.height, workload.width)
-    return flop / (CORE_GFLOP_PER_S * 1e9 * max(1, threads)) + STEP_OVERHEAD_S
+def estimate_step_s(workload: StepWork, threads: int) -> float:
+    """Seconds of one training step of ``workload`` on ``threads`` cores of this machine."""
+    return (workload.train_step_flops() / (workload.core_gflop_per_s * 1e9 * max(1, threads))
+            + workload.step_overhead_s)
 
 
 def cycle_time_ms(step_s: float | None, cycles_per_step: int = CYCLES_PER_STEP) -> float:
@@ -197,9 +244,9 @@ def cycle_time_ms(step_s: float | None, cycles_per_step: int = CYCLES_PER_STEP) 
 
 
 def gradient_path(shape: RunShape) -> tuple[str, str]:
-    """Where gradients are averaged by default, and why: Horovod's DistributedOptimizer (the
-    main-thread path, best where Horovod's thread can only run on a core that computes, is
-    opt-in until MPICH/UCX is shown safe with two threads in MPI)."""
+    """Where gradients are averaged by default, and why: one MPI allreduce from the training
+    thread where Horovod's thread could only run on a core that computes (one thread per rank,
+    no free core, MPI, one node), else Horovod's DistributedOptimizer."""
     if shape.framework != "torch":
         return HOROVOD_PATH, "Keras: Horovod's DistributedOptimizer"
     if shape.device != "cpu":
@@ -209,11 +256,25 @@ def gradient_path(shape: RunShape) -> tuple[str, str]:
     if shape.threads_per_rank > 1 or spare_core(shape) is not None:
         return HOROVOD_PATH, ("Horovod's thread overlaps backward on cores the compute "
                               "threads share with it")
-    # One compute thread per rank and no free core: the main-thread path measured best
-    # (RESULTS.md), but MPICH 4.0/UCX aborted once in CI with both threads in MPI
-    # (ucp_worker.c "worker->inprogress++ == 0"), so it waits for a user who asks for it.
-    return HOROVOD_PATH, (f"main-thread averaging is opt-in ({GRADIENT_VARIABLE}=main-thread): "
-                          "MPICH/UCX aborted once with two threads in MPI")
+    if not shape.single_node:
+        # Horovod's thread then needs MPI too (its Gloo beside MPI runs on loopback only), and
+        # MPICH 4.0/UCX aborted in CI with two threads in MPI (gloo_beside_mpi.py).
+        return HOROVOD_PATH, ("ranks on several nodes: Horovod's thread would share MPI with "
+                              f"the training thread ({GRADIENT_VARIABLE}=main-thread to insist)")
+    # One compute thread per rank, no free core, one node: measured best (RESULTS.md, "Small
+    # steps on 2 ranks x 1 thread"); Horovod itself then runs on Gloo over loopback.
+    return MAIN_THREAD, ("one compute thread per rank and no free core: one MPI allreduce "
+                         "after backward, nothing waits on Horovod's thread")
+
+
+def controller(shape: RunShape, path: str) -> tuple[str | None, str]:
+    """Horovod's controller: Gloo over loopback when the training thread owns MPI (the
+    main-thread path on one node, ``distributed/gloo_beside_mpi.py``), else Horovod's own
+    choice (MPI under an MPI launch, Gloo under horovodrun --gloo)."""
+    if path == MAIN_THREAD and shape.transport == "mpi" and shape.single_node:
+        return "gloo", ("the training thread owns MPI: Horovod on Gloo over loopback, so that "
+                        "two threads are never in MPI at once")
+    return None, "Horovod's default: the launch's transport"
 
 
 def spare_core(shape: RunShape) -> int | None:
@@ -231,12 +292,16 @@ def choose(shape: RunShape, env: Mapping[str, str]) -> HorovodTuning:
         env = {k: v for k, v in env.items() if k != GRADIENT_VARIABLE}
     if env.get(GRADIENT_VARIABLE, "") in (HOROVOD_PATH, MAIN_THREAD):
         path = env[GRADIENT_VARIABLE]
+    elif path == MAIN_THREAD and any(env.get(v) for v in USER_CONTROLLER_VARIABLES):
+        path, path_why = HOROVOD_PATH, ("the user chose Horovod's controller or CPU "
+                                        "operations: its thread would share MPI")
     if shape.device != "cpu":
         wanted: dict[str, tuple[str | None, str]] = {
             CYCLE_VARIABLE: (None, "GPU ranks: Horovod's default"),
             FUSION_VARIABLE: (None, "GPU ranks: Horovod's default"),
             AFFINITY_VARIABLE: (None, "GPU ranks: Horovod's default"),
             GRADIENT_VARIABLE: (path, path_why),
+            CONTROLLER_VARIABLE: (None, "GPU ranks: Horovod's default"),
         }
     else:
         step = shape.step_estimate_s
@@ -260,6 +325,7 @@ def choose(shape: RunShape, env: Mapping[str, str]) -> HorovodTuning:
                 if core is not None else
                 (None, "every core of this rank computes: the thread stays with the rank")),
             GRADIENT_VARIABLE: (path, path_why),
+            CONTROLLER_VARIABLE: controller(shape, path),
         }
     settings = []
     for variable, (value, reason) in wanted.items():
@@ -277,13 +343,13 @@ def apply(tuning: HorovodTuning, env: MutableMapping[str, str] | None = None) ->
     read; the gradient path is read from ``tuning`` by the backend, not exported."""
     target = os.environ if env is None else env
     for s in tuning.settings:
-        if s.source == "chosen" and s.value is not None and s.variable.startswith("HOROVOD_"):
+        if s.source == "chosen" and s.value is not None and s.variable in EXPORTED:
             target.setdefault(s.variable, s.value)
 
 
-def tune(device: str, transport: str, local_ranks: int, workload: Workload | None = None,
-         env: MutableMapping[str, str] | None = None, framework: str = "torch"
-         ) -> HorovodTuning:
+def tune(device: str, transport: str, local_ranks: int, workload: StepWork | None = None,
+         env: MutableMapping[str, str] | None = None, framework: str = "torch",
+         ranks: int | None = None) -> HorovodTuning:
     """Choose and export this rank's Horovod settings; call it right before ``hvd.init()``.
 
     Threads per rank are planned as the runtime will plan them (``deepcam_hvd.threads``);
@@ -295,7 +361,8 @@ def tune(device: str, transport: str, local_ranks: int, workload: Workload | Non
     plan = plan_threads(target, local_ranks)
     step = estimate_step_s(workload, plan.threads) if workload and device == "cpu" else None
     shape = RunShape(device, transport, plan.threads, local_ranks, plan.node_cores,
-                     tuple(plan.bound_cores), step, framework)
+                     tuple(plan.bound_cores), step, framework,
+                     single_node=ranks is None or ranks == local_ranks)
     tuning = choose(shape, target)
     apply(tuning, target)
     return tuning

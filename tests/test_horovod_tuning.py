@@ -9,6 +9,7 @@ import pytest
 from deepcam_hvd.config import TrainConfig
 from deepcam_hvd.horovod_tuning import (
     AFFINITY_VARIABLE,
+    CONTROLLER_VARIABLE,
     CYCLE_VARIABLE,
     FUSION_VARIABLE,
     GRADIENT_VARIABLE,
@@ -17,6 +18,7 @@ from deepcam_hvd.horovod_tuning import (
     MAIN_THREAD,
     MAX_CYCLE_MS,
     MIN_CYCLE_MS,
+    CosmoWorkload,
     RunShape,
     Workload,
     choose,
@@ -26,14 +28,17 @@ from deepcam_hvd.horovod_tuning import (
     tune,
     workload_for_config,
 )
+from deepcam_hvd.workloads.cosmoflow import forward_flops
 
 DEMO = Workload("deeplab-xception-small", 96, 144, local_batch_size=2)
 FULL = Workload("deeplab-xception", 768, 1152, local_batch_size=1)
 
 
 def shape(step: float | None = 0.15, device: str = "cpu", threads: int = 1,
-          bound: tuple[int, ...] = (0, 1), cores: int = 2, transport: str = "mpi") -> RunShape:
-    return RunShape(device, transport, threads, 2, cores, bound, step)
+          bound: tuple[int, ...] = (0, 1), cores: int = 2, transport: str = "mpi",
+          single_node: bool = True) -> RunShape:
+    return RunShape(device, transport, threads, 2, cores, bound, step,
+                    single_node=single_node)
 
 
 def test_step_estimates_match_the_measured_steps() -> None:
@@ -45,28 +50,59 @@ def test_step_estimates_match_the_measured_steps() -> None:
 
 def test_cycle_is_a_fraction_of_the_step_within_bounds() -> None:
     assert cycle_time_ms(None) == MAX_CYCLE_MS
-    assert cycle_time_ms(0.121) == pytest.approx(1.2)
-    assert cycle_time_ms(0.05) == MIN_CYCLE_MS
-    assert cycle_time_ms(2.0) == pytest.approx(20.0)
+    assert cycle_time_ms(0.121) == pytest.approx(12.1)  # 1/10 of the step
+    assert cycle_time_ms(0.005) == MIN_CYCLE_MS
+    assert cycle_time_ms(0.2) == pytest.approx(20.0)
     assert cycle_time_ms(35.9) == MAX_CYCLE_MS
 
 
-def test_one_thread_per_rank_on_busy_cores_averages_on_the_main_thread_when_asked() -> None:
-    default = choose(shape(0.121), {})  # opt-in: MPICH/UCX aborted once with two MPI threads
-    assert default.value(GRADIENT_VARIABLE) == HOROVOD_PATH
-    assert "opt-in" in default.settings[3].reason
-    assert default.value(CYCLE_VARIABLE) == "1.2"
-    small = choose(shape(0.121), {GRADIENT_VARIABLE: MAIN_THREAD})
+def test_cosmoflow_step_is_estimated_from_its_flops() -> None:
+    # 32^3: convolutions 226 + 453 + 226 + 113 + 57 MFLOP forward (2 k^3 Cin Cout per output
+    # voxel, sides 32, 16, 8, 4, 2), dense layers 0.08 MFLOP; a step is 3 forwards per sample
+    assert forward_flops(32) == pytest.approx(1.0760e9, rel=1e-4)
+    assert forward_flops(128) == pytest.approx(64 * 1.0755e9, rel=1e-3)  # convs scale as side^3
+    work = CosmoWorkload(32, 2)
+    assert work.train_step_flops() == pytest.approx(3 * 2 * forward_flops(32))
+    # the measured 0.045 s (2x1 batch 2, 1 thread; 1x2 batch 4, 2 threads) within 10 %
+    assert estimate_step_s(work, 1) == pytest.approx(0.046, rel=0.1)
+    assert estimate_step_s(CosmoWorkload(32, 4), 2) == pytest.approx(0.045, rel=0.1)
+    keras = RunShape("cpu", "mpi", 1, 2, 2, (0, 1), estimate_step_s(work, 1), "tensorflow")
+    assert choose(keras, {}).value(CYCLE_VARIABLE) == "4.6"  # measured best at 5-10 ms
+
+
+def test_one_thread_per_rank_on_busy_cores_averages_on_the_main_thread() -> None:
+    small = choose(shape(0.121), {})
     assert small.value(GRADIENT_VARIABLE) == MAIN_THREAD
     assert small.value(CYCLE_VARIABLE) == "200"  # nothing in training waits on the cycle
     # Horovod's own 128 MiB, left unset: fixing it beside the cycle crashes an elastic reset
     assert small.value(FUSION_VARIABLE) is None and HOROVOD_FUSION_BYTES == 128 * 2**20
     assert small.value(AFFINITY_VARIABLE) is None  # every core computes
+    # the training thread owns MPI: Horovod's own thread talks Gloo over loopback
+    assert small.value(CONTROLLER_VARIABLE) == "gloo"
     assert [s.source for s in small.settings] == ["chosen", "horovod default",
-                                                  "horovod default", "user"]
-    assert choose(shape(35.9), {GRADIENT_VARIABLE: MAIN_THREAD}).value(CYCLE_VARIABLE) == "200"
-    assert choose(shape(35.9), {}).value(CYCLE_VARIABLE) == "50"
-    assert choose(shape(None), {}).value(CYCLE_VARIABLE) == "50"
+                                                  "horovod default", "chosen", "chosen"]
+    assert choose(shape(35.9), {}).value(CYCLE_VARIABLE) == "200"
+    assert choose(shape(None), {}).value(CYCLE_VARIABLE) == "200"
+
+
+def test_main_thread_path_only_where_horovods_thread_can_leave_mpi() -> None:
+    # several nodes: Gloo beside MPI runs on loopback only, so Horovod's thread would need MPI
+    nodes = choose(shape(0.121, single_node=False), {})
+    assert nodes.value(GRADIENT_VARIABLE) == HOROVOD_PATH
+    assert nodes.value(CONTROLLER_VARIABLE) is None
+    assert nodes.value(CYCLE_VARIABLE) == "12.1"
+    # the user chose how Horovod talks
+    for variable in (CONTROLLER_VARIABLE, "HOROVOD_CPU_OPERATIONS"):
+        tuning = choose(shape(0.121), {variable: "mpi"})
+        assert tuning.value(GRADIENT_VARIABLE) == HOROVOD_PATH, variable
+    # a user who insists on several nodes gets it, with Horovod left on MPI
+    insisted = choose(shape(0.121, single_node=False), {GRADIENT_VARIABLE: MAIN_THREAD})
+    assert insisted.value(GRADIENT_VARIABLE) == MAIN_THREAD
+    assert insisted.value(CONTROLLER_VARIABLE) is None
+    # and the Horovod path, asked for, keeps Horovod's controller and the step cycle
+    asked = choose(shape(0.121), {GRADIENT_VARIABLE: HOROVOD_PATH})
+    assert asked.value(CONTROLLER_VARIABLE) is None and asked.value(CYCLE_VARIABLE) == "12.1"
+    assert choose(shape(35.9), {GRADIENT_VARIABLE: HOROVOD_PATH}).value(CYCLE_VARIABLE) == "50"
 
 
 def test_horovods_thread_keeps_the_gradients_where_it_has_room() -> None:
@@ -75,7 +111,8 @@ def test_horovods_thread_keeps_the_gradients_where_it_has_room() -> None:
                  shape(0.121, transport="gloo")):  # no MPI
         tuning = choose(room, {})
         assert tuning.value(GRADIENT_VARIABLE) == HOROVOD_PATH, room
-        assert tuning.value(CYCLE_VARIABLE) == "1.2", room  # 1/100 of the step
+        assert tuning.value(CYCLE_VARIABLE) == "12.1", room  # 1/10 of the step
+        assert tuning.value(CONTROLLER_VARIABLE) is None, room
 
 
 def test_gpu_ranks_keep_horovods_defaults() -> None:
@@ -90,10 +127,11 @@ def test_users_variables_win_and_are_reported() -> None:
     tuning = choose(shape(0.121), env)
     assert tuning.value(CYCLE_VARIABLE) == "7" and tuning.value(AFFINITY_VARIABLE) == "3"
     assert tuning.value(GRADIENT_VARIABLE) == HOROVOD_PATH
-    assert [s.source for s in tuning.settings] == ["user", "horovod default", "user", "user"]
+    assert [s.source for s in tuning.settings] == ["user", "horovod default", "user", "user",
+                                                   "horovod default"]
     # the user's gradient path decides the cycle rule the chosen cycle follows
     assert choose(shape(0.121), {GRADIENT_VARIABLE: HOROVOD_PATH}).value(CYCLE_VARIABLE) == \
-        "1.2"
+        "12.1"
 
 
 def test_background_thread_goes_to_a_core_the_rank_does_not_compute_on() -> None:
@@ -108,14 +146,20 @@ def test_tune_exports_the_choice_without_overwriting(monkeypatch: pytest.MonkeyP
     monkeypatch.setattr("os.sched_getaffinity", lambda _pid: {0, 1})
     monkeypatch.setattr("os.cpu_count", lambda: 2)
     env = {"OMP_NUM_THREADS": "1", FUSION_VARIABLE: "1048576"}
-    tuning = tune("cpu", "mpi", 2, DEMO, env)
+    tuning = tune("cpu", "mpi", 2, DEMO, env, ranks=2)
     assert tuning.shape.threads_per_rank == 1 and tuning.shape.node_cores == 2
-    assert env[CYCLE_VARIABLE] == tuning.value(CYCLE_VARIABLE) == "1.2"
+    assert tuning.shape.single_node
+    assert env[CYCLE_VARIABLE] == tuning.value(CYCLE_VARIABLE) == "200"
     assert env[FUSION_VARIABLE] == "1048576"
-    assert tuning.value(GRADIENT_VARIABLE) == HOROVOD_PATH
-    assert AFFINITY_VARIABLE not in env and GRADIENT_VARIABLE not in env  # ours: not exported
-    assert tuning.summary() == ("cycle 1.2 ms (chosen), fusion 1048576 B (user), affinity "
-                                "default (horovod default), gradients horovod (chosen)")
+    assert tuning.value(GRADIENT_VARIABLE) == MAIN_THREAD
+    # ours, and the controller (the backend sets up Gloo's rendezvous): not exported
+    assert not {AFFINITY_VARIABLE, GRADIENT_VARIABLE, CONTROLLER_VARIABLE} & set(env)
+    assert tuning.summary() == ("cycle 200 ms (chosen), fusion 1048576 B (user), affinity "
+                                "default (horovod default), gradients main-thread (chosen), "
+                                "controller gloo (chosen)")
+    four_on_two_nodes = tune("cpu", "mpi", 2, DEMO, {"OMP_NUM_THREADS": "1"}, ranks=4)
+    assert not four_on_two_nodes.shape.single_node
+    assert four_on_two_nodes.value(GRADIENT_VARIABLE) == HOROVOD_PATH
 
 
 def test_without_a_workload_the_cycle_is_the_full_size_one() -> None:
@@ -138,6 +182,6 @@ def test_keras_keeps_horovods_optimizer_and_a_step_fraction_cycle() -> None:
     keras = RunShape("cpu", "mpi", 1, 2, 2, (0, 1), 0.121, "tensorflow")
     tuning = choose(keras, {GRADIENT_VARIABLE: MAIN_THREAD})  # ours is PyTorch-only
     assert tuning.value(GRADIENT_VARIABLE) == HOROVOD_PATH
-    assert tuning.value(CYCLE_VARIABLE) == "1.2"  # not the main-thread 200 ms
+    assert tuning.value(CYCLE_VARIABLE) == "12.1"  # not the main-thread 200 ms
     assert choose(RunShape("cpu", "mpi", 1, 2, 2, (0, 1), None, "tensorflow"),
                   {}).value(CYCLE_VARIABLE) == "50"

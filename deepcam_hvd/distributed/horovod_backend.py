@@ -10,13 +10,20 @@ from typing import Any
 import torch
 
 from deepcam_hvd.distributed.base import Backend, Group, ReduceOp, averaging_optimizer, partition
+from deepcam_hvd.distributed.gloo_beside_mpi import GlooBesideMpi, start_gloo_beside_mpi
 from deepcam_hvd.distributed.horovod_common import (
     HorovodRanks,
     check_communicator,
     check_horovod_launch,
 )
 from deepcam_hvd.distributed.mpi_averaging import MpiGradientAverager, mpi_gradient_averager
-from deepcam_hvd.horovod_tuning import GRADIENT_VARIABLE, MAIN_THREAD, Workload, tune
+from deepcam_hvd.horovod_tuning import (
+    CONTROLLER_VARIABLE,
+    GRADIENT_VARIABLE,
+    MAIN_THREAD,
+    Workload,
+    tune,
+)
 from deepcam_hvd.launchers import LaunchInfo
 
 
@@ -75,8 +82,13 @@ class HorovodBackend(HorovodRanks, Backend):
         # (device, transport, threads, cores, the workload's step) in one place; a user's
         # HOROVOD_* variables win. Horovod reads them once, in hvd.init().
         self.tuning = tune("cpu" if _cpu_run(device_request) else "cuda", launch.transport,
-                           launch.local_size, workload)
+                           launch.local_size, workload, ranks=launch.size)
         self._hvd = hvd
+        self._gloo: GlooBesideMpi | None = None
+        if launch.transport == "mpi" and self._chosen_gloo_controller():
+            from mpi4py import MPI
+
+            self._gloo = start_gloo_beside_mpi(launch, MPI.COMM_WORLD)
         # Dynamic process sets let make_groups() build batch-norm groups after start-up.
         hvd.init(process_sets="dynamic")
         self._build = build
@@ -86,7 +98,7 @@ class HorovodBackend(HorovodRanks, Backend):
         check_communicator(hvd, launch)
         # Main-thread mode (horovod_tuning.gradient_path): every collective over all ranks
         # runs on the calling thread through MPI; Horovod's thread keeps only the batch-norm
-        # groups' collectives.
+        # groups' collectives (on Gloo when tuning chose it, so that MPI has one caller).
         if self.gradient_averaging == MAIN_THREAD:
             self._averager = mpi_gradient_averager()
 
@@ -199,15 +211,23 @@ class HorovodBackend(HorovodRanks, Backend):
             compression=codec,
         )
 
+    def _chosen_gloo_controller(self) -> bool:
+        return any(s.variable == CONTROLLER_VARIABLE and s.source == "chosen"
+                   and s.value == "gloo" for s in self.tuning.settings)
+
     @property
     def gradient_averaging(self) -> str:
         """Who averages the gradients: "horovod" (DistributedOptimizer, on Horovod's thread)
-        or "main-thread" (one MPI allreduce after backward; needs MPI_THREAD_MULTIPLE)."""
+        or "main-thread" (one MPI allreduce after backward: MPI must be running, and with
+        MPI_THREAD_MULTIPLE when Horovod's thread uses MPI too)."""
         path = self.tuning.value(GRADIENT_VARIABLE) or "horovod"
-        if path == MAIN_THREAD and not (self._hvd.mpi_enabled()
-                                        and self._hvd.mpi_threads_supported()):
-            return "horovod"
-        return path
+        if path != MAIN_THREAD:
+            return path
+        if self._gloo is not None:
+            return path
+        if self._hvd.mpi_enabled() and self._hvd.mpi_threads_supported():
+            return path
+        return "horovod"
 
     def make_groups(self, group_size: int) -> Group:
         if group_size in self._groups:
@@ -226,11 +246,14 @@ class HorovodBackend(HorovodRanks, Backend):
 
     def shutdown(self) -> None:
         self._hvd.shutdown()
+        if self._gloo is not None:
+            self._gloo.close()
 
     def describe(self) -> dict[str, Any]:
         return {
             "backend": self.name,
             "controller": "mpi" if self._hvd.mpi_enabled() else
+            "gloo beside mpi" if self._gloo is not None else
             "gloo" if self._hvd.gloo_enabled() else "unknown",
             "horovod_cycle_time_ms": self.tuning.value("HOROVOD_CYCLE_TIME") or
             "horovod default",

@@ -15,8 +15,9 @@ thread keeps only the batch-norm groups' collectives.
 Small sums can ride along (:meth:`MpiGradientAverager.ride`): the trainer's stop flag is added
 to the end of the gradient buffer, so agreeing on a stop costs no collective of its own.
 
-It needs ``MPI_THREAD_MULTIPLE`` (Horovod's background thread uses MPI at the same time); the
-caller checks ``hvd.mpi_threads_supported()``. :func:`deepcam_hvd.horovod_tuning.choose`
+Horovod's background thread then runs on Gloo over loopback (``gloo_beside_mpi.py``), so this
+thread is MPI's only caller; where Horovod stays on MPI (a user's choice) it needs
+``MPI_THREAD_MULTIPLE``, which the backend checks. :func:`deepcam_hvd.horovod_tuning.choose`
 decides when it is used.
 """
 

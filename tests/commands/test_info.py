@@ -36,9 +36,9 @@ def test_single_process_is_local() -> None:
 @pytest.mark.parametrize(
     ("launcher", "expected_launcher", "controller"),
     [
-        ("mpirun", "mpich-hydra", "mpi"),
+        ("mpirun", "mpich-hydra", "gloo beside mpi"),
         ("horovodrun-gloo", "horovodrun-gloo", "gloo"),
-        ("horovodrun-mpi", "mpich-hydra", "mpi"),
+        ("horovodrun-mpi", "mpich-hydra", "gloo beside mpi"),
     ],
 )
 def test_two_ranks_use_horovod(tmp_path: Path, launcher: str, expected_launcher: str,
@@ -54,16 +54,21 @@ def test_two_ranks_use_horovod(tmp_path: Path, launcher: str, expected_launcher:
             (expected_launcher, "horovod", controller)
         assert (r["size"], r["local_size"], r["local_rank"]) == (2, 2, r["rank"])
         assert r["threads"] == 1  # 2 cores, 2 ranks, OMP_NUM_THREADS=1 from the test
-        # CPU ranks without a workload (info): cycle chosen by horovod_tuning
-        # no workload: the step is unknown, the full-size cycle
-        cycle_ms = "50"
+        # one thread per rank on 2 cores, one node: under MPI the gradients go through MPI
+        # from the training thread, Horovod's thread idles (200 ms) on Gloo beside it; under
+        # Gloo, Horovod's optimizer with the full-size cycle (no workload: step unknown)
+        main_thread = controller == "gloo beside mpi"
+        cycle_ms = "200" if main_thread else "50"
         assert r["horovod_cycle_time_ms"] == cycle_ms
-        cycle, fusion, affinity, gradients = r["horovod_tuning"]["settings"]
+        cycle, fusion, affinity, gradients, chosen = r["horovod_tuning"]["settings"]
         assert (cycle["variable"], cycle["value"], cycle["source"]) == \
             ("HOROVOD_CYCLE_TIME", cycle_ms, "chosen")
         assert (fusion["value"], affinity["value"]) == (None, None)  # Horovod's own
-        # one thread per rank on 2 cores: gradients on the main thread where MPI is the transport
-        assert gradients["value"] == "horovod"  # main-thread averaging is opt-in
+        assert gradients["value"] == ("main-thread" if main_thread else "horovod")
+        assert r["gradient_averaging"] == gradients["value"]
+        # Gloo either way: chosen beside MPI, or set by horovodrun --gloo itself
+        assert (chosen["variable"], chosen["value"], chosen["source"]) == \
+            ("HOROVOD_CONTROLLER", "gloo", "chosen" if main_thread else "user")
         assert r["horovod_tuning"]["shape"]["step_estimate_s"] is None
 
 

@@ -16,11 +16,23 @@ COMBOS = [
 ]
 
 
-@pytest.mark.parametrize(("launcher", "backend"), COMBOS)
-def test_collectives(launcher: str, backend: str) -> None:
-    got = results(run_ranks([PYTHON, WORKER, "collectives", backend], launcher))
+#: Under mpirun with one thread per rank on two cores the gradients go through MPI from the
+#: training thread and Horovod runs on Gloo beside it; asked for, Horovod's own path on MPI.
+PATHS = {("mpirun", "horovod"): ("main-thread", "gloo beside mpi"),
+         ("mpirun", "horovod", "horovod"): ("horovod", "mpi"),
+         ("horovodrun-gloo", "horovod"): ("horovod", "gloo")}
+
+
+@pytest.mark.parametrize(("launcher", "backend", "path"),
+                         [(*c, None) for c in COMBOS] + [("mpirun", "horovod", "horovod")])
+def test_collectives(launcher: str, backend: str, path: str | None) -> None:
+    env = {"DEEPCAM_GRADIENT_AVERAGING": path} if path else {}
+    got = results(run_ranks([PYTHON, WORKER, "collectives", backend], launcher, env=env))
     assert sorted(got) == [0, 1]
+    key = (launcher, backend, path) if path else (launcher, backend)
     for rank, r in got.items():
+        if key in PATHS:
+            assert (r["path"], r["controller"]) == PATHS[key]
         assert (r["size"], r["local_rank"], r["local_size"]) == (2, rank, 2)
         assert r["sum"] == [3.0, 6.0]
         assert r["mean"] == [1.5, 3.0]

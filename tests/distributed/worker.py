@@ -22,7 +22,9 @@ def collectives(rt) -> dict:  # noqa: ANN001
     group = b.make_groups(1)
     whole = b.make_groups(b.size)
     b.barrier()
+    described = b.describe()
     return {
+        "controller": described.get("controller"), "path": described.get("gradient_averaging"),
         "size": b.size, "local_rank": b.local_rank, "local_size": b.local_size,
         "sum": b.allreduce(x, "sum").tolist(),
         "mean": b.allreduce(x, "mean").tolist(),

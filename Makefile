@@ -2,13 +2,16 @@
 SHELL := /bin/bash
 VENV := .venv/bin
 
-.PHONY: install demo test lint
+.PHONY: install demo cosmoflow-demo test lint
 
 install:
 	bash backends/install.sh
 
 demo: install
 	bash jobs/demo.sh
+
+cosmoflow-demo: install
+	bash jobs/cosmoflow_demo.sh
 
 test: install
 	$(VENV)/ruff check .

@@ -23,7 +23,9 @@ from deepcam_hvd.cosmoflow.config import (
     CosmoConfig,
     parse_decay_schedule,
 )
+from deepcam_hvd.cosmoflow.data.layout import peek_cube
 from deepcam_hvd.errors import ConfigError
+from deepcam_hvd.horovod_tuning import CosmoWorkload
 from deepcam_hvd.launchers import detect_launch
 from deepcam_hvd.train.signals import EXIT_PREEMPTED
 from deepcam_hvd.workloads import cosmoflow as facts
@@ -98,8 +100,10 @@ def train(launcher: str, backend: str, device: str, decay_schedule: str,
     cfg = CosmoConfig(decay_schedule=parse_decay_schedule(decay_schedule), **options)
     launch = detect_launch(os.environ, launcher)
     cfg.validate(launch.size)
+    cube = cfg.cube or peek_cube(cfg.data_dir)
     runtime = start_tf_runtime(launcher, backend, device, launch=launch,
-                               inter_threads=inter_threads)
+                               inter_threads=inter_threads,
+                               workload=CosmoWorkload(cube, cfg.local_batch_size) if cube else None)
     from deepcam_hvd.cosmoflow.trainer import run_cosmoflow
 
     if runtime.backend.is_root:
@@ -192,7 +196,8 @@ def step(cube: int, batch: int, steps: int, warmup: int, reference: str | None,
         raise ConfigError(f"--cube {cube} is not a multiple of 32 (5 poolings)")
     from deepcam_hvd.cosmoflow.runtime import start_tf_runtime
 
-    runtime = start_tf_runtime(launcher, backend, device, inter_threads=inter_threads)
+    runtime = start_tf_runtime(launcher, backend, device, inter_threads=inter_threads,
+                               workload=CosmoWorkload(cube, batch))
     from deepcam_hvd.cosmoflow.bench import time_step
 
     is_root = runtime.backend.is_root

@@ -8,7 +8,14 @@ from pathlib import Path
 import click
 
 from deepcam_hvd.errors import ConfigError
-from deepcam_hvd.jobs import RenderRequest, get_system, load_systems, render
+from deepcam_hvd.jobs import (
+    DEFAULT_WORKLOAD,
+    WORKLOADS,
+    RenderRequest,
+    get_system,
+    load_systems,
+    render,
+)
 
 
 @click.group()
@@ -32,10 +39,14 @@ def list_systems() -> None:
 @jobs.command("render", context_settings={"show_default": True})
 @click.argument("system")
 @click.option("--nodes", type=int, required=True, help="Number of nodes.")
+@click.option("--workload", type=click.Choice(WORKLOADS), default=DEFAULT_WORKLOAD,
+              help="What to train: 'deepcam-hvd train' or 'deepcam-hvd cosmoflow train' "
+                   "(cosmoflow: CPU systems only).")
 @click.option("--preset", default=None, metavar="NAME",
-              help="Training preset (default: the system's; '' for none).")
+              help="DeepCAM training preset (default: the system's; '' for none).")
 @click.option("--data", default=None, metavar="DIR",
-              help="Data root (train/, validation/, stats.h5); default: the site's copy.")
+              help="Data root (DeepCAM: train/, validation/, stats.h5; CosmoFlow: train/, "
+                   "validation/); default: the site's copy for the workload.")
 @click.option("--time", "time_limit", default=None, metavar="HH:MM:SS",
               help="Time limit (D-HH:MM:SS also accepted).")
 @click.option("--account", default=None, help="Budget code (else SBATCH_ACCOUNT at submit).")
@@ -44,7 +55,7 @@ def list_systems() -> None:
 @click.option("--tasks-per-node", type=int, default=None, help="Ranks per node.")
 @click.option("--cpus-per-task", type=int, default=None, help="Cores per rank.")
 @click.option("--config", "config_file", default=None, metavar="FILE",
-              help="Training settings file (TOML/YAML) passed to 'train --config'.")
+              help="DeepCAM training settings file (TOML/YAML) passed to 'train --config'.")
 @click.option("--output-root", "--output-dir", "output_root", default=None, metavar="DIR",
               help="Where each job makes its own training directory, JOBNAME-JOBID "
                    "(JOBNAME-TIME-PID without Slurm)  [default: runs]")
@@ -64,16 +75,17 @@ def list_systems() -> None:
 @click.option("-o", "--out", "out_file", type=click.Path(dir_okay=False), default=None,
               help="Write the script here (made executable) instead of stdout.")
 @click.argument("train_args", nargs=-1, type=click.UNPROCESSED)
-def render_job(system: str, nodes: int, preset: str | None, data: str | None,
+def render_job(system: str, nodes: int, workload: str, preset: str | None, data: str | None,
                time_limit: str | None, account: str | None, partition: str | None,
                qos: str | None, tasks_per_node: int | None, cpus_per_task: int | None,
                config_file: str | None, output_root: str | None, job_name: str | None,
                venv: str | None, hosts: str | None, srun_mpi: str | None,
                modules: tuple[str, ...], signal_seconds: int, info_step: bool,
                out_file: str | None, train_args: tuple[str, ...]) -> None:
-    """Render SYSTEM's job template; options after '--' go to 'deepcam-hvd train'."""
+    """Render SYSTEM's job template; options after '--' go to the workload's train command
+    ('deepcam-hvd train' or 'deepcam-hvd cosmoflow train')."""
     req = RenderRequest(
-        system=system, nodes=nodes, preset=preset, data=data, time=time_limit,
+        system=system, nodes=nodes, workload=workload, preset=preset, data=data, time=time_limit,
         account=account, partition=partition, qos=qos, tasks_per_node=tasks_per_node,
         cpus_per_task=cpus_per_task, config=config_file, output_root=output_root,
         job_name=job_name, venv=venv, hosts=hosts, srun_mpi=srun_mpi,

@@ -33,7 +33,7 @@ from deepcam_hvd.distributed.horovod_common import (
 )
 from deepcam_hvd.distributed.select import resolve_backend_name
 from deepcam_hvd.errors import ConfigError, LaunchError
-from deepcam_hvd.horovod_tuning import HorovodTuning, tune
+from deepcam_hvd.horovod_tuning import CosmoWorkload, HorovodTuning, tune
 from deepcam_hvd.launchers import LaunchInfo, detect_launch
 from deepcam_hvd.threads import ThreadPlan, plan_threads
 
@@ -293,9 +293,11 @@ def _tuning_line(tuning: HorovodTuning | None) -> str:
 def start_tf_runtime(launcher: str = "auto", backend: str = "auto", device: str = "auto",
                      env: MutableMapping[str, str] | None = None,
                      launch: LaunchInfo | None = None,
-                     inter_threads: int | None = None) -> TFRuntime:
+                     inter_threads: int | None = None,
+                     workload: CosmoWorkload | None = None) -> TFRuntime:
     """Detect the launcher (unless ``launch`` is given), start Horovod's TensorFlow
-    communicator for more than one rank, pin the device and size TF's thread pools.
+    communicator for more than one rank, pin the device and size TF's thread pools;
+    ``workload`` (one rank's step) sets Horovod's cycle.
 
     Call it before any TensorFlow op runs: TF fixes its pools and devices at its first op.
     """
@@ -313,10 +315,10 @@ def start_tf_runtime(launcher: str = "auto", backend: str = "auto", device: str 
         check_horovod_launch(horovod_tf_build(), launch, env, "TensorFlow")
         gpu = device == "cuda" or (device == "auto" and _tf_sees_gpu())
         # Cycle time, fusion threshold, thread placement: chosen in one place for both
-        # frameworks (no workload: the step is unknown before the first one); a user's
+        # frameworks, from the workload's estimated step (none given: unknown); a user's
         # HOROVOD_* variables win. Horovod reads them once, in hvd.init().
-        tuning = tune("cuda" if gpu else "cpu", launch.transport, launch.local_size, None, env,
-                      framework="tensorflow")
+        tuning = tune("cuda" if gpu else "cpu", launch.transport, launch.local_size, workload,
+                      env, framework="tensorflow", ranks=launch.size)
         comm = HorovodTFBackend(launch)
     else:
         from deepcam_hvd.distributed.local import LocalBackend

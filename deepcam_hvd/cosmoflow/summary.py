@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from deepcam_hvd.files import write_text_atomic
+from deepcam_hvd.workloads.cosmoflow import TARGET_MAE
 
 
 @dataclass
@@ -36,7 +37,8 @@ class CosmoSummary:
     converged: bool = False
     epochs_to_target: int | None = None
     time_to_target_s: float | None = None
-    status: str = "running"
+    status: str = "running"  # "success": --target_mae reached; "aborted": not (yet)
+    mlperf_status: str = "running"  # run_stop's: "success" only at MLPerf's TARGET_MAE
     stopped_by: str = ""
     allocator: str = ""
 
@@ -64,9 +66,11 @@ class CosmoSummary:
         best = min(self.eval_mae) if self.eval_mae else float("nan")
         rate = (sum(self.train_samples_per_s) / len(self.train_samples_per_s)
                 if self.train_samples_per_s else 0.0)
+        mlperf = "" if self.mlperf_status == self.status else \
+            f"; MLPerf run_stop {self.mlperf_status} (its target is MAE {TARGET_MAE})"
         return (f"summary: {self.status} ({self.stopped_by}); {target}; best MAE {best:.4f}; "
                 f"{self.epochs_run} epochs, {self.steps} steps on {self.ranks} ranks in "
-                f"{self.run_time_s:.1f} s; {rate:.2f} samples/s")
+                f"{self.run_time_s:.1f} s; {rate:.2f} samples/s{mlperf}")
 
     def write(self, path: Path) -> None:
         """Write summary.json atomically."""

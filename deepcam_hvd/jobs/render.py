@@ -3,7 +3,13 @@
 Templates are shell scripts with ``{{name}}`` placeholders. ``{{name?}}`` is optional: a line
 holding an empty optional placeholder is dropped whole (an ``#SBATCH --account=`` line with
 no account, a continuation line with no ``--mpi``). A placeholder alone on its line may expand
-to several lines (the ``module load`` block).
+to several lines (the ``module load`` block). Trailing blanks left by an empty value go.
+
+One template serves both workloads (``--workload``): ``{{train_command}}`` is
+``deepcam-hvd train`` or ``deepcam-hvd cosmoflow train``, and ``{{cosmoflow?}}`` is the word
+CosmoFlow in a CosmoFlow script and empty in a DeepCAM one, so a line holding it (a setting
+with a comment saying why) is in CosmoFlow scripts only. Presets, ``--config`` and
+``--run_tag`` are DeepCAM's; GPU systems render DeepCAM only (see :func:`_workload`).
 
 Every script trains in a directory of its own under the output root: ``ROOT/JOBNAME-JOBID``
 for Slurm (a requeued job keeps its id and so resumes its own unfinished run with
@@ -32,6 +38,12 @@ TIME = re.compile(r"^(?:(\d+)-)?(\d{1,3}):(\d{2}):(\d{2})$")
 SAFE_WORD = re.compile(r"^[A-Za-z0-9_.+-]+$")
 DEFAULT_SIGNAL_S = 300
 DEFAULT_OUTPUT_ROOT = "runs"
+WORKLOADS = ("deepcam", "cosmoflow")
+DEFAULT_WORKLOAD = "deepcam"
+TRAIN_COMMANDS = {"deepcam": "deepcam-hvd train", "cosmoflow": "deepcam-hvd cosmoflow train"}
+TITLES = {"deepcam": "DeepCAM", "cosmoflow": "CosmoFlow"}
+DATA_LAYOUTS = {"deepcam": "train/, validation/, stats.h5",
+                "cosmoflow": "train/ and validation/ of TFRecord or .npy samples"}
 
 
 @dataclass
@@ -40,6 +52,7 @@ class RenderRequest:
 
     system: str
     nodes: int
+    workload: str = DEFAULT_WORKLOAD
     preset: str | None = None
     data: str | None = None
     time: str | None = None
@@ -119,7 +132,50 @@ def _time(system: System, req: RenderRequest) -> str:
     return text.strip()
 
 
-def _train_args(req: RenderRequest, preset: str, run_tag: str) -> list[str]:
+def _workload(system: System, req: RenderRequest) -> str:
+    """The workload to train; CosmoFlow only where the install can run it distributed."""
+    if req.workload not in WORKLOADS:
+        raise ConfigError(f"--workload {req.workload!r} is not one of {', '.join(WORKLOADS)}")
+    if req.workload == "cosmoflow" and system.gpus_per_node:
+        # backends/README.md, "GPU profiles and TensorFlow": tensorflow-cpu and a Horovod
+        # without its TF extension, so a CosmoFlow job there could not even start.
+        raise ConfigError(f"--workload cosmoflow: {system.name} is a GPU system and the GPU "
+                          "installs (nvidia-nccl, amd-rccl) have no TensorFlow GPU build and "
+                          "no Horovod TensorFlow extension; render it for a CPU system")
+    if req.workload == "cosmoflow" and req.config:
+        raise ConfigError("--config is read by DeepCAM's train only; give CosmoFlow's "
+                          "settings after '--' (e.g. -- --max_epochs 64)")
+    return req.workload
+
+
+def _preset(system: System, req: RenderRequest, workload: str, ranks: int) -> str:
+    """The DeepCAM preset to pass ("" for none); CosmoFlow has none."""
+    if workload != "deepcam":
+        if req.preset:
+            raise ConfigError(f"--preset {req.preset} is a DeepCAM preset; --workload "
+                              f"{workload} takes none")
+        return ""
+    preset = system.preset if req.preset is None else req.preset
+    if preset:
+        _check_preset(preset, ranks)
+    return preset
+
+
+def _data(system: System, req: RenderRequest, workload: str, workdir: Path) -> str:
+    """The data root: --data, else the site's copy for the workload; absolute."""
+    data = req.data or (system.cosmoflow_data if workload == "cosmoflow" else system.data)
+    if not data:
+        raise ConfigError(f"--data is required for {system.name} (no shared "
+                          f"{TITLES[workload]} data set is known there): the data root with "
+                          f"{DATA_LAYOUTS[workload]}")
+    return data if Path(data).is_absolute() else str(workdir / data)
+
+
+def _train_args(req: RenderRequest, workload: str, preset: str, run_tag: str) -> list[str]:
+    """Options after the data and output directories: DeepCAM's run tag, preset and settings
+    file, then the user's (CosmoFlow's train takes none of the three)."""
+    if workload == "cosmoflow":
+        return list(req.train_args)
     args = ["--run_tag", run_tag]
     if preset:
         args += ["--preset", preset]
@@ -142,20 +198,14 @@ def render_values(system: System, req: RenderRequest) -> dict[str, str]:
                           f"({system.max_nodes})")
     if req.signal_seconds < 0:
         raise ConfigError("--signal-seconds must not be negative")
+    workload = _workload(system, req)
     tasks, cpus = _layout(system, req)
     ranks = req.nodes * tasks
-    preset = system.preset if req.preset is None else req.preset
-    if preset:
-        _check_preset(preset, ranks)
-    data = req.data or system.data
-    if not data:
-        raise ConfigError(f"--data is required for {system.name} (no shared DeepCAM data set "
-                          "is known there): the data root with train/, validation/, stats.h5")
+    preset = _preset(system, req, workload, ranks)
     workdir = Path(req.workdir or Path.cwd()).resolve()
-    if not Path(data).is_absolute():
-        data = str(workdir / data)
+    data = _data(system, req, workload, workdir)
     run_name = f"{system.name}-{req.nodes}n" + (f"-{preset}" if preset else "")
-    job_name = _word("--job-name", req.job_name or f"deepcam-{run_name}")
+    job_name = _word("--job-name", req.job_name or f"{workload}-{run_name}")
     output_root = Path(req.output_root or DEFAULT_OUTPUT_ROOT)
     if not output_root.is_absolute():
         output_root = workdir / output_root
@@ -175,6 +225,10 @@ def render_values(system: System, req: RenderRequest) -> dict[str, str]:
     values.update({
         "system": system.name,
         "description": system.description,
+        "workload": workload,
+        "workload_title": TITLES[workload],
+        "train_command": TRAIN_COMMANDS[workload],
+        "cosmoflow": TITLES["cosmoflow"] if workload == "cosmoflow" else "",
         "command_line": command_line(req),
         "job_name": job_name,
         "nodes": str(req.nodes),
@@ -190,7 +244,7 @@ def render_values(system: System, req: RenderRequest) -> dict[str, str]:
         "venv": shlex.quote(str(venv)),
         "data": shlex.quote(data),
         "output_root": shlex.quote(str(output_root)),
-        "train_args": " ".join(shlex.quote(a) for a in _train_args(req, preset, run_name)),
+        "train_args": " ".join(map(shlex.quote, _train_args(req, workload, preset, run_name))),
         "srun_mpi_option": f"--mpi={_word('--srun-mpi', srun_mpi)}" if srun_mpi else "",
         "hosts": shlex.quote(hosts) if hosts else "",
         "info_step": "1" if req.info_step else "0",
@@ -201,6 +255,8 @@ def render_values(system: System, req: RenderRequest) -> dict[str, str]:
 def command_line(req: RenderRequest) -> str:
     """The ``deepcam-hvd jobs render`` command that reproduces ``req``."""
     parts = ["deepcam-hvd", "jobs", "render", req.system, "--nodes", str(req.nodes)]
+    if req.workload != DEFAULT_WORKLOAD:
+        parts += ["--workload", req.workload]
     for option, value in (("--preset", req.preset), ("--data", req.data),
                           ("--time", req.time), ("--account", req.account),
                           ("--partition", req.partition), ("--qos", req.qos),
@@ -233,7 +289,8 @@ def fill(template: str, values: dict[str, str]) -> str:
             raise ConfigError(f"job template uses unknown placeholder(s) {', '.join(missing)}")
         if len(names) == 1 and PLACEHOLDER.fullmatch(line.strip()) and not values[names[0][0]]:
             continue  # a block placeholder (module lines) with nothing in it
-        out.append(PLACEHOLDER.sub(lambda m: values[m.group(1)], line))
+        filled = PLACEHOLDER.sub(lambda m: values[m.group(1)], line)
+        out.append(filled.rstrip() if names else filled)
     return "\n".join(out) + "\n"
 
 

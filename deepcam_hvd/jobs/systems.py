@@ -62,6 +62,7 @@ class System:
     modules: tuple[str, ...] = ()
     srun_mpi: str = ""
     data: str = ""
+    cosmoflow_data: str = ""
     preset: str = ""
     time: str = ""
     max_time: str = ""

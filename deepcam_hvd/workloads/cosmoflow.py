@@ -115,3 +115,29 @@ def mlperf_hyperparameters(
         "opt_learning_rate_decay_boundary_epochs": sorted(decay_schedule),
         "opt_learning_rate_decay_factor": max(decay_schedule.values(), default=1),
     }
+
+
+#: A training step costs about three forward passes (backward: gradients of the inputs and of
+#: the weights), as bench/flops.py counts DeepCAM's.
+TRAIN_TO_FORWARD = 3
+
+
+def forward_flops(cube: int = CUBE_SIZE) -> float:
+    """FLOP of the network's forward pass on one ``cube``^3 x 4 sample: its convolutions
+    (2 per multiply-add of each same-padded k^3 kernel at every output voxel, each pooled
+    layer half the side of the last) and dense layers; activations and pooling left out."""
+    flop, side, channels = 0.0, cube, NUM_CHANNELS
+    for layer in range(CONV_LAYERS):
+        out_channels = CONV_CHANNELS * 2**layer
+        flop += 2.0 * side**3 * out_channels * channels * KERNEL_SIZE**3
+        side, channels = side // 2, out_channels
+    features = side**3 * channels
+    for size in (FC1_SIZE, FC2_SIZE, NUM_TARGETS):
+        flop += 2.0 * features * size
+        features = size
+    return flop
+
+
+def train_step_flops(cube: int, local_batch_size: int) -> float:
+    """FLOP of one rank's training step: ``local_batch_size`` samples of ``cube``^3."""
+    return TRAIN_TO_FORWARD * forward_flops(cube) * local_batch_size

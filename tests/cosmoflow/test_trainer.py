@@ -87,12 +87,24 @@ def test_training_learns(runtime: TFRuntime, easy_root: Path, tmp_path: Path) ->
     s = run_cosmoflow(quick_config(easy_root, tmp_path, target_mae=0.2), runtime)
     assert s.converged and s.stopped_by == "target" and s.status == "success"
     assert s.eval_mae[-1] <= 0.2 < baseline and s.eval_mae[-1] == min(s.eval_mae)
+    # stopped by --target_mae 0.2: the MLPerf log claims success only at MLPerf's 0.124
+    assert s.mlperf_status == ("success" if min(s.eval_mae) <= 0.124 else "aborted")
+    assert f'"status": "{s.mlperf_status}"' in (tmp_path / "mlperf.log").read_text()
     assert s.epochs_to_target == s.epochs_run == len(s.eval_mae) <= 12
     assert s.steps == s.epochs_run * 8  # 32 files / batch 4 on one rank
     assert s.train_samples == 32 and s.eval_samples == 8 and s.global_batch_size == 4
     assert s.train_loss[-1] < s.train_loss[0]
     written = json.loads((tmp_path / "summary.json").read_text())
     assert written["eval_mae"] == s.eval_mae and written["stopped_by"] == "target"
+
+
+def test_a_looser_target_is_no_mlperf_success(runtime: TFRuntime, easy_root: Path,
+                                              tmp_path: Path) -> None:
+    s = run_cosmoflow(quick_config(easy_root, tmp_path, target_mae=10.0, max_epochs=1), runtime)
+    assert s.converged and s.status == "success" and min(s.eval_mae) > 0.124
+    assert s.mlperf_status == "aborted"  # MLPerf's MAE 0.124 was not reached
+    assert '"status": "aborted"' in (tmp_path / "mlperf.log").read_text()
+    assert "MLPerf run_stop aborted (its target is MAE 0.124)" in s.line()
 
 
 @pytest.fixture(scope="module")
@@ -123,6 +135,7 @@ def test_mlperf_log_passes_the_official_checker(at_target: tuple[Path, Any]) -> 
     assert text.count('"key": "eval_error"') == s.epochs_run
     assert text.count('"key": "epoch_start"') == s.epochs_run
     assert '"value": "cosmoflow"' in text and '"status": "success"' in text
+    assert s.mlperf_status == s.status == "success"
     assert '"key": "train_samples", "value": 16' in text
     assert '"key": "eval_samples", "value": 8' in text
     assert '"key": "submission_division", "value": "open"' in text

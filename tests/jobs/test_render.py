@@ -1,10 +1,12 @@
 """`deepcam-hvd jobs render/list`: every template renders to a valid script with the settings
-the real systems need, and bad input is one line of error, exit 2."""
+the real systems need, for DeepCAM and (on CPU systems) CosmoFlow; the train line holds only
+options its command accepts; bad input is one line of error, exit 2."""
 
 from __future__ import annotations
 
 import os
 import re
+import shlex
 import subprocess
 from pathlib import Path
 
@@ -17,6 +19,11 @@ from deepcam_hvd.jobs import RenderRequest, get_system, load_systems, parse_time
 from deepcam_hvd.jobs.render import fill
 
 RENDERABLE = [name for name, s in load_systems().items() if s.renderable]
+CPU_RENDERABLE = [name for name in RENDERABLE if not get_system(name).gpus_per_node]
+GPU_RENDERABLE = [name for name in RENDERABLE if get_system(name).gpus_per_node]
+GOLDEN = Path(__file__).parent / "golden"
+ONEDNN_LINE = ("export TF_ENABLE_ONEDNN_OPTS=1  # CosmoFlow: TF's oneDNN kernels (12x faster on "
+               "AMD EPYC)\n")
 
 
 def cli(*args: str) -> tuple[int, str, str]:
@@ -31,6 +38,16 @@ def rendered(system: str, nodes: int = 2, **kwargs: object) -> str:
     if get_system(system).launcher in ("mpirun", "horovodrun") and nodes > 1:
         req.hosts = ",".join(f"n{i}" for i in range(nodes))
     return render(get_system(system), req)
+
+
+def train_options(script: str, command: str) -> list[str]:
+    """The arguments after ``command`` on the script's one line that runs it (continuation
+    lines joined), split as the shell splits them (``"$DATA_DIR"`` stays a word)."""
+    joined = script.replace("\\\n", " ")
+    lines = [line for line in joined.splitlines()
+             if f" {command} " in line and not line.lstrip().startswith("#")]
+    assert len(lines) == 1, lines
+    return shlex.split(lines[0].split(f" {command} ", 1)[1])
 
 
 def sbatch_options(script: str) -> dict[str, str]:
@@ -160,6 +177,16 @@ def test_render_writes_an_executable_file(tmp_path: Path) -> None:
     (["eos-h100", "--nodes", "1", "--data", "/d"], "description for the scaling model only"),
     (["generic-cpu", "--nodes", "1", "--data", "/d", "--config", "/no/such.toml"],
      "config file /no/such.toml"),
+    (["archer2-cpu", "--nodes", "1", "--workload", "cosmoflow", "--preset", "nersc10-baseline"],
+     "--preset nersc10-baseline is a DeepCAM preset; --workload cosmoflow takes none"),
+    (["generic-cpu", "--nodes", "1", "--workload", "cosmoflow"],
+     "--data is required for generic-cpu (no shared CosmoFlow data set is known there): the "
+     "data root with train/ and validation/"),
+    (["mpirun", "--nodes", "1", "--workload", "cosmoflow", "--data", "/d", "--config", "t.toml"],
+     "--config is read by DeepCAM's train only; give CosmoFlow's settings after '--'"),
+    *[([name, "--nodes", "1", "--workload", "cosmoflow", "--data", "/d"],
+       f"--workload cosmoflow: {name} is a GPU system and the GPU installs (nvidia-nccl, "
+       "amd-rccl) have no TensorFlow GPU build") for name in GPU_RENDERABLE],
 ])
 def test_bad_input_is_one_line_exit_2(args: list[str], message: str) -> None:
     code, out, err = cli("jobs", "render", *args)
@@ -213,8 +240,10 @@ def stub_venv(tmp_path: Path) -> Path:
     return venv
 
 
-def run_job(script: Path, tmp_path: Path, **env: str) -> list[str]:
-    """Run a rendered script on the stand-ins; the arguments of its ``deepcam-hvd train``."""
+def run_job(script: Path, tmp_path: Path, command: tuple[str, ...] = ("train",),
+            **env: str) -> list[str]:
+    """Run a rendered script on the stand-ins; the arguments of its ``deepcam-hvd COMMAND``
+    (the command's own words first)."""
     calls = tmp_path / "calls"
     if calls.exists():
         for old in calls.iterdir():
@@ -226,7 +255,7 @@ def run_job(script: Path, tmp_path: Path, **env: str) -> list[str]:
                           cwd=tmp_path, env={**base, "DEEPCAM_CALLS": str(calls), **env})
     assert proc.returncode == 0, proc.stdout + proc.stderr
     trains = [args for args in (f.read_text().splitlines() for f in calls.iterdir())
-              if args[:1] == ["train"]]
+              if args[:len(command)] == list(command)]
     assert len(trains) == 1, trains
     return trains[0]
 
@@ -285,3 +314,189 @@ def test_output_dir_is_an_alias_of_output_root(tmp_path: Path) -> None:
         assert f"OUTPUT_ROOT={tmp_path / 'r'}\n" in out
         assert f"#   deepcam-hvd jobs render generic-cpu --nodes 1 --data /d --output-root " \
                f"{tmp_path / 'r'}\n" in out
+
+
+# --- DeepCAM scripts are what they were before --workload existed ---------------------------
+
+@pytest.mark.parametrize("golden", sorted(GOLDEN.iterdir()), ids=lambda p: p.name)
+def test_deepcam_scripts_are_unchanged(golden: Path) -> None:
+    """The scripts of the CPU templates, which gained CosmoFlow-only lines, byte for byte as
+    rendered before (tests/jobs/golden/, rendered from the templates without workloads)."""
+    system = golden.name.split("-deepcam.")[0]
+    slurm = get_system(system).launcher == "slurm"
+    script = rendered(system, nodes=2, account="z19" if slurm else None,
+                      time="01:00:00" if slurm else None, train_args=["--max_epochs", "3"],
+                      workdir="/w", venv="/v")
+    assert script == golden.read_text()
+
+
+@pytest.mark.parametrize("system", RENDERABLE)
+def test_deepcam_scripts_have_no_cosmoflow_lines(system: str) -> None:
+    script = rendered(system, preset="")
+    assert script.splitlines()[1].startswith("# DeepCAM with Horovod on ")
+    assert ('deepcam-hvd train --data_dir "$DATA_DIR" --output_dir "$OUTPUT_DIR" \\\n'
+            f"    --resume auto --run_tag {system}-2n\n") in script
+    assert re.search(r'^echo "deepcam: ', script, re.M)
+    for cosmoflow_only in ("CosmoFlow", "cosmoflow", "TF_ENABLE_ONEDNN_OPTS",
+                           "UCX_MEMTYPE_CACHE", "--cpu-freq"):
+        assert cosmoflow_only not in script
+
+
+@pytest.mark.parametrize("system", RENDERABLE)
+def test_deepcam_train_line_holds_only_options_train_accepts(system: str,
+                                                            tmp_path: Path) -> None:
+    from deepcam_hvd.commands.train import train
+
+    config = tmp_path / "train.toml"
+    config.write_text("max_epochs = 3\n")
+    script = rendered(system, nodes=2, config=str(config), train_args=["--start_lr", "0.002"])
+    ctx = train.make_context("train", train_options(script, "deepcam-hvd train"))
+    assert ctx.params["data_dir_prefix"] == "$DATA_DIR"
+    assert ctx.params["output_dir"] == "$OUTPUT_DIR"
+    assert ctx.params["checkpoint"] == "auto"
+    assert ctx.params["config_file"] == str(config)
+    assert ctx.params["start_lr"] == "0.002"
+    assert ctx.params["preset_name"] == (get_system(system).preset or None)
+
+
+# --- CosmoFlow ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("system", CPU_RENDERABLE)
+def test_cosmoflow_renders_for_every_cpu_template(system: str, tmp_path: Path) -> None:
+    script = rendered(system, nodes=2, workload="cosmoflow", data="/data/cosmo")
+    assert "{{" not in script and "}}" not in script
+    path = tmp_path / "job.sh"
+    path.write_text(script)
+    check = subprocess.run(["bash", "-n", str(path)], capture_output=True, text=True, timeout=30)
+    assert check.returncode == 0, check.stderr
+    assert script.splitlines()[1].startswith("# CosmoFlow with Horovod on ")
+    assert ('deepcam-hvd cosmoflow train --data_dir "$DATA_DIR" --output_dir "$OUTPUT_DIR" \\\n'
+            "    --resume auto\n") in script
+    assert "DATA_DIR=/data/cosmo\n" in script
+    assert ONEDNN_LINE in script
+    assert re.search(r'^echo "cosmoflow: ', script, re.M)
+    assert "deepcam-hvd train" not in script
+    # DeepCAM's own options: cosmoflow train takes none of them
+    assert "--run_tag" not in script and "--preset" not in script and "--config" not in script
+    assert f"cosmoflow-{system}-2n" in script  # the default job name
+    if get_system(system).launcher == "slurm":
+        assert sbatch_options(script)["job-name"] == f"cosmoflow-{system}-2n"
+        assert re.search(r'^"\$\{SRUN\[@\]\}" deepcam-hvd cosmoflow train', script, re.M)
+
+
+@pytest.mark.parametrize("system", CPU_RENDERABLE)
+@pytest.mark.parametrize("train_args", [[], ["--max_epochs", "2", "--n_train", "8",
+                                             "--inter_threads", "0"]])
+def test_cosmoflow_train_line_holds_only_options_it_accepts(system: str,
+                                                            train_args: list[str]) -> None:
+    """Every option the template puts on the line is one ``cosmoflow train`` parses."""
+    from deepcam_hvd.commands.cosmoflow import train
+
+    script = rendered(system, nodes=1, workload="cosmoflow", data="/data/cosmo",
+                      train_args=train_args)
+    args = train_options(script, "deepcam-hvd cosmoflow train")
+    assert args[:7] == ["--data_dir", "$DATA_DIR", "--output_dir", "$OUTPUT_DIR",
+                        "--resume", "auto", *train_args][:7]
+    ctx = train.make_context("train", args)
+    assert ctx.params["data_dir"] == "$DATA_DIR"
+    assert ctx.params["output_dir"] == "$OUTPUT_DIR"
+    assert ctx.params["resume"] == "auto"
+    if train_args:
+        assert ctx.params["max_epochs"] == 2 and ctx.params["n_train"] == 8
+        assert ctx.params["inter_threads"] == 0
+
+
+def test_archer2_cpu_cosmoflow_follows_archer2s_tensorflow_guide() -> None:
+    """The seed's ARCHER2 CosmoFlow script: 32 nodes x 8 ranks x 16 cores, oneDNN on,
+    UCX_MEMTYPE_CACHE=n, srun --hint=nomultithread --distribution=block:block
+    --cpu-freq=2250000, the mini data set; no DeepCAM preset although the system has one."""
+    script = rendered("archer2-cpu", nodes=32, workload="cosmoflow", data=None, account="z19",
+                      time="01:00:00", train_args=["--max_epochs", "2048", "--n_train", "1024",
+                                                   "--n_valid", "1024", "--inter_threads", "0"])
+    opts = sbatch_options(script)
+    assert opts["job-name"] == "cosmoflow-archer2-cpu-32n"
+    assert opts["nodes"] == "32" and opts["time"] == "01:00:00" and opts["account"] == "z19"
+    assert opts["ntasks-per-node"] == "8" and opts["cpus-per-task"] == "16"
+    assert opts["partition"] == "standard" and opts["qos"] == "standard"
+    assert opts["hint"] == "nomultithread" and opts["distribution"] == "block:block"
+    assert "exclusive" in opts and opts["signal"] == "USR1@300"
+    assert ("DATA_DIR=/work/z19/shared/mlperf-hpc/cosmoflow/mini/"
+            "cosmoUniverse_2019_05_4parE_tf_v2_mini\n") in script
+    assert "export OMP_NUM_THREADS=$SLURM_CPUS_PER_TASK\n" in script
+    assert "export SRUN_CPUS_PER_TASK=$SLURM_CPUS_PER_TASK\n" in script
+    assert ONEDNN_LINE in script
+    assert "export UCX_MEMTYPE_CACHE=n  # CosmoFlow: as ARCHER2's TensorFlow guide sets it\n" \
+        in script
+    assert ("SRUN=(srun --hint=nomultithread --distribution=block:block --cpu-bind=cores\n"
+            "      --kill-on-bad-exit=1\n"
+            "      --cpu-freq=2250000  # CosmoFlow: 2.25 GHz, as ARCHER2's TF guide (default "
+            "2.0)\n)\n") in script
+    assert ('"${SRUN[@]}" deepcam-hvd cosmoflow train --data_dir "$DATA_DIR" --output_dir '
+            '"$OUTPUT_DIR" \\\n    --resume auto --max_epochs 2048 --n_train 1024 --n_valid '
+            "1024 --inter_threads 0\n") in script
+    assert "module load PrgEnv-gnu\nmodule load cray-python\n" in script
+    assert "--preset" not in script and "nersc10" not in script
+    assert ("#   deepcam-hvd jobs render archer2-cpu --nodes 32 --workload cosmoflow --time "
+            "01:00:00 --account z19 -- --max_epochs 2048 --n_train 1024 --n_valid 1024 "
+            "--inter_threads 0\n") in script
+
+
+def test_cosmoflow_mpirun_passes_onednn_to_open_mpi_ranks() -> None:
+    script = rendered("mpirun", nodes=2, workload="cosmoflow", data="/data/cosmo")
+    assert "    MPIRUN+=(-x TF_ENABLE_ONEDNN_OPTS)  # CosmoFlow: Open MPI passes on only what " \
+           "-x names\n" in script
+    assert "OUTPUT_DIR=${DEEPCAM_RUN_DIR:-$OUTPUT_ROOT/cosmoflow-mpirun-2n-$(date" in script
+
+
+def test_cosmoflow_takes_no_system_preset_but_an_empty_one_is_fine() -> None:
+    for preset in (None, ""):
+        script = rendered("perlmutter-gpu", nodes=1, preset=preset)  # DeepCAM: the system's
+        assert ("--preset nersc10-baseline" in script) == (preset is None)
+        script = rendered("archer2-cpu", nodes=1, workload="cosmoflow", preset=preset)
+        assert "--preset" not in train_options(script, "deepcam-hvd cosmoflow train")
+        assert "nersc10" not in script
+
+
+def test_unknown_workload_is_refused() -> None:
+    with pytest.raises(ConfigError, match="--workload 'tf' is not one of deepcam, cosmoflow"):
+        rendered("generic-cpu", nodes=1, workload="tf")
+    code, _, err = cli("jobs", "render", "generic-cpu", "--nodes", "1", "--workload", "tf")
+    assert code == 2 and "'tf' is not one of 'deepcam', 'cosmoflow'" in err
+
+
+@pytest.mark.parametrize("args", [
+    ["archer2-cpu", "--nodes", "4", "--workload", "cosmoflow", "--account", "z19", "--time",
+     "02:00:00", "--no-info", "--", "--max_epochs", "8", "--n_train", "64"],
+    ["mpirun", "--nodes", "2", "--workload", "cosmoflow", "--hosts", "a,b", "--data", "/d"],
+    ["archer2-cpu", "--nodes", "4", "--time", "02:00:00", "--preset", ""],
+])
+def test_the_recorded_command_renders_the_same_script(args: list[str]) -> None:
+    code, first, err = cli("jobs", "render", *args)
+    assert code == 0, err
+    recorded = next(line for line in first.splitlines() if line.startswith("#   deepcam-hvd "))
+    words = shlex.split(recorded.removeprefix("#   "))
+    assert ("--workload" in words) == ("--workload" in args)
+    code, again, err = cli(*words[1:])
+    assert code == 0, err
+    assert again == first
+
+
+@pytest.mark.parametrize("system", CPU_RENDERABLE)
+def test_cosmoflow_job_trains_in_its_own_directory(system: str, tmp_path: Path) -> None:
+    root = tmp_path / "runs"
+    script = tmp_path / "job.sh"
+    script.write_text(rendered(system, nodes=1, workload="cosmoflow", data="/data/cosmo",
+                               venv=str(stub_venv(tmp_path)), output_root=str(root),
+                               info_step=False, workdir=str(tmp_path),
+                               train_args=["--max_epochs", "1"]))
+    job = f"cosmoflow-{system}-1n"
+    args = run_job(script, tmp_path, ("cosmoflow", "train"), SLURM_JOB_NAME=job,
+                   SLURM_JOB_ID="2001")
+    out = option(args, "--output_dir")
+    if get_system(system).launcher == "slurm":
+        assert out == f"{root}/{job}-2001"
+    else:
+        assert re.fullmatch(rf"{re.escape(str(root))}/{job}-\d{{8}}T\d{{6}}Z-\d+", out), out
+    assert args == ["cosmoflow", "train", "--data_dir", "/data/cosmo", "--output_dir", out,
+                    "--resume", "auto", "--max_epochs", "1"]
+    assert Path(out).is_dir()

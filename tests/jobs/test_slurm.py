@@ -1,5 +1,6 @@
-"""A real single-node Slurm (backends/slurm/setup.sh): srun wires 2 ranks through PMI2, and a
-job rendered for the generic CPU system trains to IoU 0.82 and passes the MLPerf checker."""
+"""A real single-node Slurm (backends/slurm/setup.sh): srun wires 2 ranks through PMI2, a
+job rendered for the generic CPU system trains to IoU 0.82 and passes the MLPerf checker, and
+a CosmoFlow job rendered for it completes on 2 ranks."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from deepcam_hvd.report.runs import parse_mllog
 from tests.launch import DEEPCAM, ROOT, run_ranks
 
 pytestmark = [pytest.mark.slurm, pytest.mark.multirank, pytest.mark.slow]
@@ -109,15 +111,10 @@ def test_generic_cpu_job_trains_to_target(slurm: None, tmp_path: Path) -> None:
                  "--time", "00:20:00", "--config", "train.toml", "--output-root", "run",
                  "--job-name", "deepcam-test", "-o", "job.sbatch"], cwd=tmp_path)
     assert render.returncode == 0, render.stderr
-    submit = sh(["sbatch", "--parsable", "job.sbatch"], cwd=tmp_path)
-    assert submit.returncode == 0, submit.stderr
-    job = submit.stdout.strip().split(";")[0]
-
-    fields = wait_for(job, timeout=900)
-    log = (tmp_path / f"deepcam-test-{job}.out").read_text()
-    assert fields["JobState"] == "COMPLETED" and fields["ExitCode"] == "0:0", log[-3000:]
+    job, log = run_to_completion(tmp_path, "deepcam-test", timeout=900)
     # The info step: srun started 2 ranks that Horovod sees as one world of 2.
-    assert "launcher slurm, backend horovod (mpi), 2 rank(s)" in log
+    # 2 ranks x 1 thread on one node: gradients over MPI, Horovod's own thread on Gloo
+    assert "launcher slurm, backend horovod (gloo beside mpi), 2 rank(s)" in log
     assert re.search(r"^\s+1\s+1/2\s", log, re.M)
 
     run = tmp_path / "run" / f"deepcam-test-{job}"  # the job's own directory
@@ -130,6 +127,40 @@ def test_generic_cpu_job_trains_to_target(slurm: None, tmp_path: Path) -> None:
                   str(run / "mlperf.log")], timeout=120, cwd=run)
     assert "SUCCESS" in checker.stdout + checker.stderr, checker.stdout + checker.stderr
     assert "SUCCESS" in (run / "compliance_checker.log").read_text()
+
+
+def run_to_completion(tmp_path: Path, job_name: str, timeout: float) -> tuple[str, str]:
+    """Submit ``tmp_path/job.sbatch``, wait for it, require COMPLETED with exit 0; return the
+    job id and its output."""
+    submit = sh(["sbatch", "--parsable", "job.sbatch"], cwd=tmp_path)
+    assert submit.returncode == 0, submit.stderr
+    job = submit.stdout.strip().split(";")[0]
+    fields = wait_for(job, timeout=timeout)
+    log = (tmp_path / f"{job_name}-{job}.out").read_text()
+    assert fields["JobState"] == "COMPLETED" and fields["ExitCode"] == "0:0", log[-3000:]
+    return job, log
+
+
+@pytest.mark.timeout(600)  # ~30 s on an idle 2-core machine
+def test_generic_cpu_cosmoflow_job_completes(slurm: None, cosmo_root: Path,
+                                            tmp_path: Path) -> None:
+    render = sh([DEEPCAM, "jobs", "render", "generic-cpu", "--workload", "cosmoflow",
+                 "--nodes", "1", "--tasks-per-node", "2", "--cpus-per-task", "1",
+                 "--data", str(cosmo_root), "--time", "00:20:00", "--output-root", "run",
+                 "--job-name", "cosmo-test", "--no-info", "-o", "job.sbatch", "--",
+                 "--max_epochs", "1", "--local_batch_size", "2", "--target_mae", "10"],
+                cwd=tmp_path)
+    assert render.returncode == 0, render.stderr
+    job, log = run_to_completion(tmp_path, "cosmo-test", timeout=480)
+    assert f"cosmoflow: job {job} on 1 node(s), 2 ranks" in log
+    run = tmp_path / "run" / f"cosmo-test-{job}"
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["ranks"] == 2 and summary["epochs_run"] == 1
+    assert summary["converged"] is True and summary["status"] == "success"
+    # the MLPerf log claims success only at MLPerf's MAE 0.124, not at this job's --target_mae
+    mlperf = "success" if min(summary["eval_mae"]) <= 0.124 else "aborted"
+    stops = [r for r in parse_mllog(run / "mlperf.log") if r["key"] == "run_stop"]
+    assert [r["metadata"]["status"] for r in stops] == [mlperf] == [summary["mlperf_status"]]
 
 
 def test_usr1_checkpoints_and_exits_75(slurm: None, tiny_root: Path, tmp_path: Path) -> None:

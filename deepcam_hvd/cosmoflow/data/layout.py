@@ -15,6 +15,7 @@ named by its ``.tfrecord`` or its ``-x.npy`` path.
 
 from __future__ import annotations
 
+import gzip
 import os
 from pathlib import Path
 from typing import Literal
@@ -147,3 +148,23 @@ def list_split(
                 raise DataError(f"{directory / name}: no matching {NPY_Y_SUFFIX} file")
     return [directory / name for name in names]
 
+
+
+def peek_cube(root: str | os.PathLike[str]) -> int | None:
+    """The cube side of the first training sample under ``root``, from its size alone (no
+    TensorFlow, no parsing: for estimates made before TensorFlow starts); None when there is
+    none to read. An npy sample's header gives it; a TFRecord's first record is ``x``'s
+    bytes plus a little framing, so its length gives it to the nearest side."""
+    try:
+        first = list_split(root, "train")[0]
+        if sample_format(first) == "npy":
+            return int(np.load(first, mmap_mode="r").shape[0])
+        with open(first, "rb") as raw:
+            gzipped = raw.read(len(GZIP_MAGIC)) == GZIP_MAGIC
+        opener = gzip.open if gzipped else open
+        with opener(first, "rb") as stream:
+            length = int.from_bytes(stream.read(8), "little")
+    except (DataError, OSError, ValueError, IndexError, EOFError):
+        return None
+    side = round((length / (NUM_CHANNELS * X_ITEM_BYTES)) ** (1 / 3))
+    return side if side > 0 else None

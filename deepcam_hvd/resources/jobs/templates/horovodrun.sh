@@ -1,5 +1,5 @@
 #!/bin/bash
-# DeepCAM with Horovod on machines without Slurm or MPI: {{description}}.
+# {{workload_title}} with Horovod on machines without Slurm or MPI: {{description}}.
 # horovodrun starts {{ntasks}} ranks ({{tasks_per_node}} per host, over ssh beyond this one) and
 # wires them up with Gloo. Rendered by:
 #   {{command_line}}
@@ -11,6 +11,7 @@ NP={{ntasks}}
 PPN={{tasks_per_node}}
 HOSTS={{hosts?}}
 export OMP_NUM_THREADS={{cpus_per_task}}
+export TF_ENABLE_ONEDNN_OPTS=1  # {{cosmoflow?}}: TF's oneDNN kernels (12x faster on AMD EPYC)
 if [ -n "${HOSTS:-}" ]; then
     HOSTLIST=$(echo "$HOSTS" | sed "s/\(,\|$\)/:$PPN\1/g")
 else
@@ -25,15 +26,15 @@ OUTPUT_ROOT={{output_root}}
 # DEEPCAM_RUN_DIR=DIR continues the run in DIR (--resume auto) instead.
 OUTPUT_DIR=${DEEPCAM_RUN_DIR:-$OUTPUT_ROOT/{{job_name}}-$(date -u +%Y%m%dT%H%M%SZ)-$$}
 mkdir -p "$OUTPUT_DIR"
-echo "deepcam: $NP ranks on $HOSTLIST; outputs in $OUTPUT_DIR"
+echo "{{workload}}: $NP ranks on $HOSTLIST; outputs in $OUTPUT_DIR"
 if [ "$RUN_INFO" = 1 ]; then
     "${HVDRUN[@]}" deepcam-hvd info --output "$OUTPUT_DIR/info.json" || exit $?
 fi
-"${HVDRUN[@]}" deepcam-hvd train --data_dir "$DATA_DIR" --output_dir "$OUTPUT_DIR" \
+"${HVDRUN[@]}" {{train_command}} --data_dir "$DATA_DIR" --output_dir "$OUTPUT_DIR" \
     --resume auto {{train_args}}
 rc=$?
 if [ $rc -ne 0 ]; then
-    echo "deepcam: training exited $rc; to continue this run from its last checkpoint:" \
+    echo "{{workload}}: training exited $rc; to continue this run from its last checkpoint:" \
          "DEEPCAM_RUN_DIR=$OUTPUT_DIR bash $0"
 fi
 exit $rc

@@ -33,6 +33,12 @@ from .tensors import error_reason, message_from_error, require
 from .tfrecord import parse_example, tf_compression
 
 AUTOTUNE = tf.data.AUTOTUNE
+#: Files read and parsed at once. Not AUTOTUNE: with the pipeline rebuilt every epoch, tf.data's
+#: autotuner left 3 of 12 training epochs at a fixed 24.8 samples/s instead of ~50 (one process,
+#: 2 threads, 32^3, batch 8; 12 of 12 fast with 4; on 2 ranks x 1 thread fewer slow epochs
+#: remain: benchmarks/RESULTS.md, "CosmoFlow demo").
+#: The order is the same either way (a deterministic interleave).
+PARALLEL_READS = 4
 Paths = Sequence[str | os.PathLike[str]]
 
 
@@ -85,7 +91,7 @@ def _path_strings(files: Paths) -> np.ndarray:
 
 def read_dataset(
     files: Paths, batch_size: int, cube: int, *, drop_remainder: bool = True,
-    apply_log: bool = True, compression: str | None = None, parallel_reads: int = AUTOTUNE,
+    apply_log: bool = True, compression: str | None = None, parallel_reads: int = PARALLEL_READS,
 ) -> tf.data.Dataset:
     """``(x, y)`` batches of ``files`` in the order given (no shuffling, no sharding).
 
@@ -122,7 +128,7 @@ def make_dataset(
     shuffle: bool = False, seed: int = 0, *, cube: int | None = None,
     epochs: int | None = None, start_epoch: int = 0, apply_log: bool = True,
     compression: str | None = None, drop_remainder: bool = True, shuffle_buffer: int = 0,
-    parallel_reads: int = AUTOTUNE, prefetch: int = AUTOTUNE,
+    parallel_reads: int = PARALLEL_READS, prefetch: int = AUTOTUNE,
 ) -> tf.data.Dataset:
     """``(x, y)`` batches of this rank's shard of ``files``, epoch after epoch.
 

@@ -197,6 +197,11 @@ class HorovodTuning:
         """The value in effect for ``variable`` (None: Horovod's default)."""
         return next((s.value for s in self.settings if s.variable == variable), None)
 
+    def chosen(self, variable: str) -> str | None:
+        """The value chosen here for ``variable``; None where the user or Horovod decides."""
+        return next((s.value for s in self.settings
+                     if s.variable == variable and s.source == "chosen"), None)
+
     def as_dict(self) -> dict[str, object]:
         """JSON-ready form (``deepcam-hvd info --json``)."""
         return {"shape": asdict(self.shape), "settings": [asdict(s) for s in self.settings]}
@@ -342,9 +347,10 @@ def apply(tuning: HorovodTuning, env: MutableMapping[str, str] | None = None) ->
     """Export the chosen HOROVOD_* values (never overwriting a user's) for ``hvd.init()`` to
     read; the gradient path is read from ``tuning`` by the backend, not exported."""
     target = os.environ if env is None else env
-    for s in tuning.settings:
-        if s.source == "chosen" and s.value is not None and s.variable in EXPORTED:
-            target.setdefault(s.variable, s.value)
+    for variable in EXPORTED:
+        value = tuning.chosen(variable)
+        if value is not None:
+            target.setdefault(variable, value)
 
 
 def tune(device: str, transport: str, local_ranks: int, workload: StepWork | None = None,

@@ -22,14 +22,13 @@ from typing import Any
 
 from deepcam_hvd.launchers import LaunchInfo
 
-#: What horovodrun --gloo sets for each worker (horovod/runner/gloo_run.py), here by hand.
-CONTROLLER_VARIABLES = ("HOROVOD_CONTROLLER", "HOROVOD_CPU_OPERATIONS")
 LOOPBACK_ADDRESS = "127.0.0.1"
 
 
 def gloo_environment(launch: LaunchInfo, port: int, hostname: str) -> dict[str, str]:
     """The variables that make ``hvd.init()`` join a Gloo job of ``launch``'s ranks on one
-    node, through the rendezvous store at ``LOOPBACK_ADDRESS:port``."""
+    node, through the rendezvous store at ``LOOPBACK_ADDRESS:port``: what horovodrun --gloo
+    sets for each worker (horovod/runner/gloo_run.py), here by hand."""
     return {
         "HOROVOD_CONTROLLER": "gloo",
         "HOROVOD_CPU_OPERATIONS": "gloo",

@@ -85,7 +85,7 @@ class HorovodBackend(HorovodRanks, Backend):
                            launch.local_size, workload, ranks=launch.size)
         self._hvd = hvd
         self._gloo: GlooBesideMpi | None = None
-        if launch.transport == "mpi" and self._chosen_gloo_controller():
+        if launch.transport == "mpi" and self.tuning.chosen(CONTROLLER_VARIABLE) == "gloo":
             from mpi4py import MPI
 
             self._gloo = start_gloo_beside_mpi(launch, MPI.COMM_WORLD)
@@ -210,10 +210,6 @@ class HorovodBackend(HorovodRanks, Backend):
             op=self._hvd.Average,
             compression=codec,
         )
-
-    def _chosen_gloo_controller(self) -> bool:
-        return any(s.variable == CONTROLLER_VARIABLE and s.source == "chosen"
-                   and s.value == "gloo" for s in self.tuning.settings)
 
     @property
     def gradient_averaging(self) -> str:

@@ -149,7 +149,6 @@ def list_split(
     return [directory / name for name in names]
 
 
-
 def peek_cube(root: str | os.PathLike[str]) -> int | None:
     """The cube side of the first training sample under ``root``, from its size alone (no
     TensorFlow, no parsing: for estimates made before TensorFlow starts); None when there is

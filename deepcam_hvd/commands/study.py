@@ -11,6 +11,7 @@ from deepcam_hvd.commands.options import runtime_options
 from deepcam_hvd.errors import ConfigError
 from deepcam_hvd.resources import resource
 from deepcam_hvd.study.model import Calibration
+from deepcam_hvd.study.workloads import STUDY_WORKLOADS
 
 #: The calibration shipped with the package (a copy of benchmarks/scaling/calibration.json).
 DEFAULT_CALIBRATION = resource("scaling", "calibration.json")
@@ -42,7 +43,18 @@ def study() -> None:
     """Scaling studies: measure a series here, calibrate and run the scaling model."""
 
 
+def _per_workload(key: str) -> str:
+    """'[default: deepcam 128, cosmoflow 256]' from each workload's study defaults."""
+    values = [f"{name} {w.defaults[key]}" for name, w in STUDY_WORKLOADS.items()
+              if key in w.defaults]
+    return f"[default: {', '.join(values)}]"
+
+
 @study.command("run", context_settings={"show_default": True})
+@click.option("--workload", type=click.Choice(list(STUDY_WORKLOADS)), default="deepcam",
+              help="What to train: DeepCAM (PyTorch; profiled by `study profile`) or "
+                   "CosmoFlow (TensorFlow; `cosmoflow train`, profiled by `cosmoflow bench "
+                   "step`), each with its settings in deepcam_hvd/study/workloads.py.")
 @click.option("--out", type=click.Path(file_okay=False), default="runs/study",
               help="Output directory (data, profiles, runs, study.json/csv, report).")
 @click.option("--kind", default="weak,strong,layout", help="Series: weak, strong, layout.")
@@ -53,11 +65,18 @@ def study() -> None:
               help="Strong and layout series' global batch.")
 @click.option("--data", type=click.Path(file_okay=False), default=None,
               help="Data root; default: synthetic data made under OUT/data.")
-@click.option("--train-samples", type=int, default=128, help="Synthetic training samples.")
-@click.option("--val-samples", type=int, default=32, help="Synthetic validation samples.")
-@click.option("--height", type=int, default=96, help="Sample height.")
-@click.option("--width", type=int, default=144, help="Sample width.")
-@click.option("--max-epochs", type=int, default=20, help="Epoch limit of each training run.")
+@click.option("--train-samples", type=int, default=None,
+              help=f"Synthetic training samples.  {_per_workload('train_samples')}")
+@click.option("--val-samples", type=int, default=None,
+              help=f"Synthetic validation samples.  {_per_workload('val_samples')}")
+@click.option("--height", type=int, default=None,
+              help=f"Sample height (DeepCAM).  {_per_workload('height')}")
+@click.option("--width", type=int, default=None,
+              help=f"Sample width (DeepCAM).  {_per_workload('width')}")
+@click.option("--cube", type=int, default=None,
+              help=f"Voxels per side of a universe (CosmoFlow).  {_per_workload('cube')}")
+@click.option("--max-epochs", type=int, default=None,
+              help=f"Epoch limit of each training run.  {_per_workload('max_epochs')}")
 @click.option("--profile-steps", type=int, default=5, help="Timed steps per profile phase.")
 @click.option("--train/--no-train", default=True, help="Train each configuration to target.")
 @click.option("--launch", type=click.Choice(["mpirun", "srun"]), default="mpirun",
@@ -65,22 +84,28 @@ def study() -> None:
 @click.option("--timeout", "timeout_s", type=float, default=1800,
               help="Seconds any one launch may take.")
 @click.argument("train_args", nargs=-1, type=click.UNPROCESSED)
-def run(out: str, kind: str, ranks: str, layouts: str, local_batch_size: int,
-        global_batch_size: int, data: str | None, train_samples: int, val_samples: int,
-        height: int, width: int, max_epochs: int, profile_steps: int, train: bool,
-        launch: str, timeout_s: float, train_args: tuple[str, ...]) -> None:
-    """Measure weak/strong/layout series: step split, throughput, epoch and target times."""
+def run(workload: str, out: str, kind: str, ranks: str, layouts: str, local_batch_size: int,
+        global_batch_size: int, data: str | None, train_samples: int | None,
+        val_samples: int | None, height: int | None, width: int | None, cube: int | None,
+        max_epochs: int | None, profile_steps: int, train: bool, launch: str,
+        timeout_s: float, train_args: tuple[str, ...]) -> None:
+    """Measure weak/strong/layout series: step split, throughput, epoch and target times.
+
+    DeepCAM trains to IoU 0.82, CosmoFlow to MAE 0.25 (jobs/cosmoflow_demo.sh's open-division
+    settings on 32^3 universes); options after `--` go to every training run. study.json,
+    study.csv and report/ name the workload and each series' efficiency baseline."""
     from deepcam_hvd.study.outputs import write_outputs
     from deepcam_hvd.study.runner import StudyOptions, run_study
 
     opts = StudyOptions(
-        out=Path(out), kinds=tuple(k.strip() for k in kind.split(",") if k.strip()),
+        out=Path(out), workload=workload,
+        kinds=tuple(k.strip() for k in kind.split(",") if k.strip()),
         ranks=_ints(ranks, "--ranks"), layouts=_layouts(layouts),
         local_batch_size=local_batch_size, global_batch_size=global_batch_size,
         data=Path(data) if data else None, train_samples=train_samples,
-        val_samples=val_samples, height=height, width=width, max_epochs=max_epochs,
-        profile_steps=profile_steps, train=train, launch=launch, timeout_s=timeout_s,
-        extra_train_args=list(train_args))
+        val_samples=val_samples, height=height, width=width, cube=cube,
+        max_epochs=max_epochs, profile_steps=profile_steps, train=train, launch=launch,
+        timeout_s=timeout_s, extra_train_args=list(train_args))
     result = run_study(opts, progress=lambda text: click.echo(text, err=True))
     files = write_outputs(result, opts.out)
     click.echo((opts.out / "study.csv").read_text(), nl=False)

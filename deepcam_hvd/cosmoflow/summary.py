@@ -21,6 +21,7 @@ class CosmoSummary:
     local_batch_size: int
     global_batch_size: int
     target_mae: float
+    workload: str = "cosmoflow"  # which benchmark wrote this file (deepcam-hvd report reads it)
     train_samples: int = 0
     eval_samples: int = 0
     seed: int = 0

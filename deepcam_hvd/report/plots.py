@@ -1,11 +1,12 @@
-"""PNG plots of a set of runs: IoU against wall time, throughput and efficiency against cores."""
+"""PNG plots of a set of runs: the quality metric (IoU, MAE) against wall time, throughput and
+efficiency against cores."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-from deepcam_hvd.report.runs import RunRecord
+from deepcam_hvd.report.runs import RunRecord, workload_of
 from deepcam_hvd.report.tables import efficiencies, rated
 
 
@@ -39,19 +40,22 @@ def _finish(plt: Any, fig: Any, ax: Any, labels: tuple[str, str, str], legend: b
     plt.close(fig)
 
 
-def plot_iou(runs: list[RunRecord], path: Path) -> Path:
-    """Validation IoU against wall time since run_start, one line per run, target dashed."""
+def plot_quality(runs: list[RunRecord], path: Path) -> Path:
+    """The runs' validation metric (IoU, MAE: their workload's) against wall time since
+    run_start, one line per run, each target dashed."""
+    spec = workload_of(runs)
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for r in runs:
-        if r.iou_curve:
-            xs, ys = zip(*r.iou_curve, strict=True)
+        if r.curve:
+            xs, ys = zip(*r.curve, strict=True)
             ax.plot(xs, ys, marker="o", markersize=3, label=_label(r))
-    targets = sorted({r.target_iou for r in runs})
+    targets = sorted({r.target for r in runs})
     for t in targets:
         ax.axhline(t, color="grey", linestyle="--", linewidth=1)
-    _finish(plt, fig, ax, ("wall time since run_start (s)", "validation IoU",
-                           "Validation IoU against time"), any(r.iou_curve for r in runs), path)
+    _finish(plt, fig, ax, ("wall time since run_start (s)", f"validation {spec.metric}",
+                           f"Validation {spec.metric} against time"),
+            any(r.curve for r in runs), path)
     return path
 
 

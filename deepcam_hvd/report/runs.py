@@ -1,15 +1,17 @@
-"""Read finished runs: ``summary.json`` plus the MLPerf log(s) of a run directory."""
+"""Read finished runs: ``summary.json`` plus the MLPerf log(s) of a run directory, DeepCAM's or
+CosmoFlow's (``report/workloads.py`` says which, and what differs)."""
 
 from __future__ import annotations
 
 import json
 import re
 import statistics
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from deepcam_hvd.train.reporting import RunSummary
+from deepcam_hvd.errors import DataError
+from deepcam_hvd.report.workloads import DEEPCAM, WorkloadSpec, detect
 
 MLLOG = re.compile(r":::MLLOG (\{.*\})\s*$")
 TARGET_IOU = 0.82
@@ -31,15 +33,22 @@ class RunRecord:
     epoch_times_s: list[float]
     time_to_16_epochs_s: float | None
     time_to_16_epochs_estimated: bool
-    target_iou: float
+    target: float  # the run's target, in its workload's metric (IoU, MAE)
     converged: bool
     epochs_to_target: int | None
     time_to_target_s: float | None
     samples_per_s: float | None
     data_wait_fraction: float | None
     status: str
-    iou_curve: list[tuple[float, float]] = field(default_factory=list)  # (wall s, IoU)
+    curve: list[tuple[float, float]] = field(default_factory=list)  # (wall s, IoU or MAE)
     extra: dict[str, Any] = field(default_factory=dict)
+    workload: WorkloadSpec = DEEPCAM
+    mlperf_status: str = ""  # run_stop's status in the MLPerf log ("" when not recorded)
+
+    @property
+    def best(self) -> float | None:
+        """The best validation value of the run (highest IoU, lowest MAE)."""
+        return self.workload.best(v for _, v in self.curve)
 
     @property
     def mean_epoch_s(self) -> float | None:
@@ -69,8 +78,9 @@ def _log_files(run_dir: Path) -> list[Path]:
     return numbered + ([current] if current.exists() else [])
 
 
-def iou_curve(run_dir: Path) -> list[tuple[float, float]]:
-    """(seconds since run_start, eval IoU) over every attempt of the run, in order.
+def quality_curve(run_dir: Path, key: str = DEEPCAM.mllog_key) -> list[tuple[float, float]]:
+    """(seconds since run_start, value of the MLPerf log's ``key``) over every attempt of the
+    run, in order.
 
     Attempts joined by a resume are laid end to end: each attempt's times start where the
     previous attempt's last record ended.
@@ -85,10 +95,15 @@ def iou_curve(run_dir: Path) -> list[tuple[float, float]]:
         last = start
         for r in records:
             last = max(last, r.get("time_ms", last))
-            if r.get("key") == "eval_accuracy" and r.get("value") is not None:
+            if r.get("key") == key and r.get("value") is not None:
                 curve.append((offset + (r["time_ms"] - start) / 1000.0, float(r["value"])))
         offset += (last - start) / 1000.0
     return curve
+
+
+def iou_curve(run_dir: Path) -> list[tuple[float, float]]:
+    """(seconds since run_start, eval IoU) of a DeepCAM run: :func:`quality_curve`."""
+    return quality_curve(run_dir, DEEPCAM.mllog_key)
 
 
 def _robust_rate(rates: list[float]) -> float | None:
@@ -98,41 +113,79 @@ def _robust_rate(rates: list[float]) -> float | None:
     return statistics.median(rates[1:] if len(rates) > 2 else rates)
 
 
+def read_summary(run_dir: str | Path) -> tuple[WorkloadSpec, Any]:
+    """The workload and the summary (its workload's dataclass) of a run directory; DataError
+    naming the file if it is missing, unreadable or not a summary (keys this version does not
+    know are ignored, missing ones take their defaults)."""
+    path = Path(run_dir) / "summary.json"
+    try:
+        data = json.loads(path.read_text())
+        if not isinstance(data, dict):
+            raise ValueError("not a JSON object")
+    except OSError as exc:
+        raise DataError(f"{path}: no readable summary.json ({exc.strerror}); is it a run "
+                        "directory?") from None
+    except ValueError as exc:
+        raise DataError(f"{path}: not a deepcam-hvd summary ({exc})") from None
+    spec = detect(data, path)
+    known = {f.name for f in fields(spec.summary)}
+    try:
+        return spec, spec.summary(**{k: v for k, v in data.items() if k in known})
+    except TypeError as exc:
+        raise DataError(f"{path}: not a deepcam-hvd {spec.title} summary ({exc})") from None
+
+
 def read_run(run_dir: str | Path) -> RunRecord:
-    """Read a finished (or stopped) run directory; DataError if it has no summary.json."""
+    """Read a finished (or stopped) run directory of either workload; DataError if it has no
+    summary.json. Figures one workload's summary does not hold (DeepCAM's time to 16 epochs
+    and data wait) are left empty for the other."""
     path = Path(run_dir)
-    s = RunSummary.from_json(path / "summary.json")
+    spec, s = read_summary(path)
     meta: dict[str, Any] = {}
     meta_file = path / "study_meta.json"
     if meta_file.exists():
         meta = json.loads(meta_file.read_text())
-    curve = iou_curve(path)
-    if not curve and s.eval_iou:  # no log: training time only
+    curve = quality_curve(path, spec.mllog_key)
+    values = getattr(s, spec.curve_field)
+    if not curve and values:  # no log: training time only
         elapsed, curve = 0.0, []
-        for seconds, iou in zip(s.epoch_times_s, s.eval_iou, strict=False):
+        for seconds, value in zip(s.epoch_times_s, values, strict=False):
             elapsed += seconds
-            curve.append((elapsed, iou))
-    waits = s.data_wait_fraction
+            curve.append((elapsed, value))
+    waits = getattr(s, "data_wait_fraction", None)
     return RunRecord(
         name=meta.get("name") or path.name,
         path=path,
         ranks=s.ranks,
         nodes=s.nodes,
         local_batch_size=s.local_batch_size,
-        gradient_accumulation_frequency=s.gradient_accumulation_frequency,
+        gradient_accumulation_frequency=getattr(s, "gradient_accumulation_frequency", 1),
         global_batch_size=s.global_batch_size,
         threads_per_rank=meta.get("threads_per_rank"),
         epochs_run=s.epochs_run or len(s.epoch_times_s),
         epoch_times_s=[float(x) for x in s.epoch_times_s],
-        time_to_16_epochs_s=s.time_to_16_epochs_s,
-        time_to_16_epochs_estimated=s.time_to_16_epochs_estimated,
-        target_iou=s.target_iou,
+        time_to_16_epochs_s=getattr(s, "time_to_16_epochs_s", None),
+        time_to_16_epochs_estimated=getattr(s, "time_to_16_epochs_estimated", False),
+        target=getattr(s, spec.target_field),
         converged=s.converged,
         epochs_to_target=s.epochs_to_target,
         time_to_target_s=s.time_to_target_s,
         samples_per_s=_robust_rate([float(x) for x in s.train_samples_per_s]),
         data_wait_fraction=statistics.fmean(waits) if waits else None,
         status=s.status,
-        iou_curve=curve,
+        curve=curve,
         extra=meta,
+        workload=spec,
+        mlperf_status=getattr(s, "mlperf_status", ""),
     )
+
+
+def workload_of(runs: list[RunRecord]) -> WorkloadSpec:
+    """The one workload of ``runs`` (DeepCAM for none); DataError naming a run directory of
+    each when they mix: a report compares runs of one workload."""
+    first = runs[0] if runs else None
+    for r in runs:
+        if first is not None and r.workload != first.workload:
+            raise DataError(f"{first.path} is a {first.workload.title} run and {r.path} a "
+                            f"{r.workload.title} run: report each workload's runs separately")
+    return first.workload if first else DEEPCAM

@@ -1,24 +1,20 @@
-"""The runs table in the form users keep (Markdown and CSV) and the scaling efficiency."""
+"""The runs table in the form users keep (Markdown and CSV) and the scaling efficiency.
+
+The columns are defined once here (:data:`COLUMNS`); which of them a workload's table shows,
+and in what order, its :class:`~deepcam_hvd.report.workloads.WorkloadSpec` says.
+"""
 
 from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from deepcam_hvd.report.runs import RunRecord
+from deepcam_hvd.report.runs import RunRecord, workload_of
 
 #: The series of runs that belong to no study series (``deepcam-hvd report`` over any runs).
 ALL_RUNS = "all"
-
-CSV_COLUMNS = (
-    "run", "ranks", "nodes", "threads_per_rank", "local_batch_size",
-    "gradient_accumulation_frequency", "global_batch_size", "epochs_run", "mean_epoch_s",
-    "time_to_16_epochs_s", "time_to_16_epochs_estimated", "target_iou", "epochs_to_target",
-    "time_to_target_s", "converged", "samples_per_s", "data_wait_fraction",
-    "efficiency", "efficiency_baseline", "status",
-)
 
 
 def duration(seconds: float | None) -> str:
@@ -123,7 +119,9 @@ def _baselines_note(eff: dict[str, dict[str, Efficiency]]) -> str:
 
 
 def _row(r: RunRecord, eff: dict[str, Efficiency]) -> dict[str, object]:
+    """Every CSV figure of a run (its workload's ``csv_columns`` pick from them)."""
     values, baselines = efficiency_cells(eff)
+    short = r.workload.short
     return {
         "run": r.name, "ranks": r.ranks, "nodes": r.nodes,
         "threads_per_rank": r.threads_per_rank if r.threads_per_rank is not None else "",
@@ -132,11 +130,12 @@ def _row(r: RunRecord, eff: dict[str, Efficiency]) -> dict[str, object]:
         "global_batch_size": r.global_batch_size, "epochs_run": r.epochs_run,
         "mean_epoch_s": _num(r.mean_epoch_s), "time_to_16_epochs_s": _num(r.time_to_16_epochs_s),
         "time_to_16_epochs_estimated": r.time_to_16_epochs_estimated,
-        "target_iou": r.target_iou,
+        f"target_{short}": r.target, f"best_{short}": _num(r.best),
         "epochs_to_target": r.epochs_to_target if r.epochs_to_target is not None else "",
         "time_to_target_s": _num(r.time_to_target_s), "converged": r.converged,
         "samples_per_s": _num(r.samples_per_s), "data_wait_fraction": _num(r.data_wait_fraction),
         "efficiency": values, "efficiency_baseline": baselines, "status": r.status,
+        "mlperf_status": r.mlperf_status,
     }
 
 
@@ -145,50 +144,104 @@ def _num(value: float | None) -> object:
 
 
 def to_csv(runs: list[RunRecord]) -> str:
-    """One row per run with the raw numbers (seconds, fractions)."""
+    """One row per run with the raw numbers (seconds, fractions), in the columns of the runs'
+    workload; DataError if the runs mix workloads."""
+    spec = workload_of(runs)
     eff = efficiencies(runs)
     out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS, lineterminator="\n")
+    writer = csv.DictWriter(out, fieldnames=spec.csv_columns, extrasaction="ignore",
+                            lineterminator="\n")
     writer.writeheader()
     for r in runs:
         writer.writerow(_row(r, eff[r.name]))
     return out.getvalue()
 
 
-def to_markdown(runs: list[RunRecord], title: str = "DeepCAM runs") -> str:
-    """The table of the NERSC-10/NREL reports: one row per run, then notes."""
-    eff = efficiencies(runs)
-    targets = {r.target_iou for r in runs}
-    goal = f"{targets.pop():g} IoU" if len(targets) == 1 else "target IoU"
-    head = ("| run | ranks | nodes | threads/rank | local batch size | gradient accumulation | "
-            f"~ epoch time | time to 16 epochs | epochs to {goal} | time to {goal} | "
-            "converged? | samples/s | efficiency per core (vs baseline) |")
-    lines = [f"# {title}", "", head, "|" + "---|" * 13]
-    for r in runs:
-        t16 = duration(r.time_to_16_epochs_s)
-        if r.time_to_16_epochs_s is not None and r.time_to_16_epochs_estimated:
-            t16 += f" (est. from {r.epochs_run})"
-        epochs = str(r.epochs_to_target) if r.converged else f"- (not in {r.epochs_run})"
-        converged = "yes" if r.converged else ("no" if r.status != "running" else "running")
-        rate = f"{r.samples_per_s:.2f}" if r.samples_per_s else "-"
-        lines.append(
-            f"| {r.name} | {r.ranks} | {r.nodes} | "
-            f"{r.threads_per_rank if r.threads_per_rank is not None else '-'} | "
-            f"{r.local_batch_size} | {r.gradient_accumulation_frequency} | "
-            f"{duration(r.mean_epoch_s)} | {t16} | {epochs} | "
-            f"{duration(r.time_to_target_s) if r.converged else '-'} | {converged} | {rate} | "
-            f"{_efficiency_text(eff[r.name])} |")
-    lines += [
-        "",
-        "Epoch time is training only (evaluation excluded), the mean over the run's epochs. "
+@dataclass(frozen=True)
+class Column:
+    """A Markdown column: its header (``{goal}``: '0.82 IoU', ``{metric}``: 'IoU'), its cell
+    and the sentence of the notes under the table that explains it ('' for none)."""
+
+    header: str
+    cell: Callable[[RunRecord, dict[str, Efficiency]], str]
+    note: str = ""
+
+
+def _t16(r: RunRecord, eff: dict[str, Efficiency]) -> str:
+    text = duration(r.time_to_16_epochs_s)
+    if r.time_to_16_epochs_s is not None and r.time_to_16_epochs_estimated:
+        text += f" (est. from {r.epochs_run})"
+    return text
+
+
+def _converged(r: RunRecord, eff: dict[str, Efficiency]) -> str:
+    return "yes" if r.converged else ("no" if r.status != "running" else "running")
+
+
+#: Every column a workload's table may show, by name (``WorkloadSpec.table_columns``).
+COLUMNS: dict[str, Column] = {
+    "run": Column("run", lambda r, e: r.name),
+    "ranks": Column("ranks", lambda r, e: str(r.ranks)),
+    "nodes": Column("nodes", lambda r, e: str(r.nodes)),
+    "threads": Column("threads/rank", lambda r, e: str(r.threads_per_rank)
+                      if r.threads_per_rank is not None else "-"),
+    "local_batch": Column("local batch size", lambda r, e: str(r.local_batch_size)),
+    "accumulation": Column("gradient accumulation",
+                           lambda r, e: str(r.gradient_accumulation_frequency)),
+    "epoch_time": Column(
+        "~ epoch time", lambda r, e: duration(r.mean_epoch_s),
+        "Epoch time is training only (evaluation excluded), the mean over the run's epochs."),
+    "time_to_16": Column(
+        "time to 16 epochs", _t16,
         "Time to 16 epochs is the NERSC-10 figure: the sum of the first 16 epoch times, or the "
-        "mean epoch x 16 when fewer ran (marked est.). Time to the target is wall time from "
-        "run_start to the evaluation that reached it (evaluations included). samples/s is the "
-        "median epoch's training throughput over all ranks. Efficiency is samples/s per core "
-        "(cores = ranks x threads per rank) over the baseline's: the run of the series on the "
-        "fewest cores, the fastest of them on a tie (weak and strong: throughput(P) / "
-        "(P / P0 x throughput(P0)); layout: throughput over the best layout's). "
-        + _baselines_note(eff),
-        "",
-    ]
+        "mean epoch x 16 when fewer ran (marked est.)."),
+    "best": Column(
+        "best {metric}", lambda r, e: f"{r.best:.4f}" if r.best is not None else "-",
+        "Best {metric} is the run's best validation {metric} ({direction} is better); a run "
+        "converged when it reached the target ({metric} {compare} target)."),
+    "epochs_to_target": Column(
+        "epochs to {goal}", lambda r, e: str(r.epochs_to_target) if r.converged
+        else f"- (not in {r.epochs_run})"),
+    "time_to_target": Column(
+        "time to {goal}", lambda r, e: duration(r.time_to_target_s) if r.converged else "-",
+        "Time to the target is wall time from run_start to the evaluation that reached it "
+        "(evaluations included)."),
+    "converged": Column("converged?", _converged),
+    "mlperf_status": Column(
+        "MLPerf status", lambda r, e: r.mlperf_status or "-",
+        "MLPerf status is the MLPerf log's run_stop: success only at MLPerf's target "
+        "({metric} {compare} {mlperf_target:g})."),
+    "samples_per_s": Column(
+        "samples/s", lambda r, e: f"{r.samples_per_s:.2f}" if r.samples_per_s else "-",
+        "samples/s is the median epoch's training throughput over all ranks."),
+    "efficiency": Column(
+        "efficiency per core (vs baseline)", lambda r, e: _efficiency_text(e),
+        "Efficiency is samples/s per core (cores = ranks x threads per rank) over the "
+        "baseline's: the run of the series on the fewest cores, the fastest of them on a tie "
+        "(weak and strong: throughput(P) / (P / P0 x throughput(P0)); layout: throughput over "
+        "the best layout's)."),
+}
+
+
+def to_markdown(runs: list[RunRecord], title: str | None = None) -> str:
+    """The table of the NERSC-10/NREL reports: one row per run, then notes; the columns and
+    the metric (IoU, MAE) are the runs' workload's. DataError if the runs mix workloads."""
+    spec = workload_of(runs)
+    eff = efficiencies(runs)
+    targets = {r.target for r in runs}
+    words = {
+        "metric": spec.metric,
+        "goal": f"{targets.pop():g} {spec.metric}" if len(targets) == 1
+        else f"target {spec.metric}",
+        "direction": "higher" if spec.higher_is_better else "lower",
+        "compare": ">=" if spec.higher_is_better else "<=",
+        "mlperf_target": spec.mlperf_target,
+    }
+    columns = [COLUMNS[name] for name in spec.table_columns]
+    head = "| " + " | ".join(c.header.format(**words) for c in columns) + " |"
+    lines = [f"# {title or spec.title + ' runs'}", "", head, "|" + "---|" * len(columns)]
+    for r in runs:
+        lines.append("| " + " | ".join(c.cell(r, eff[r.name]) for c in columns) + " |")
+    notes = [c.note.format(**words) for c in columns if c.note]
+    lines += ["", " ".join(notes) + " " + _baselines_note(eff), ""]
     return "\n".join(lines)

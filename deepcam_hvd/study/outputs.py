@@ -11,7 +11,7 @@ COLUMNS = (
     "name", "series", "ranks", "threads_per_rank", "local_batch_size", "global_batch_size",
     "step_s", "compute_s", "exposed_allreduce_s", "allreduce_s", "data_wait_s", "other_s",
     "read_s", "epoch_s", "samples_per_s", "efficiency", "efficiency_baseline",
-    "epochs_to_target", "time_to_target_s", "converged", "load_average",
+    "epochs_to_target", "time_to_target_s", "converged", "load_average", "workload",
 )
 
 
@@ -28,7 +28,8 @@ def _cell(value: Any) -> Any:
 
 def study_csv(study: dict[str, Any]) -> str:
     """One row per measured configuration; ``efficiency`` is per series ('weak=0.551
-    strong=0.424'), ``efficiency_baseline`` names each series' baseline run."""
+    strong=0.424'), ``efficiency_baseline`` names each series' baseline run, ``workload`` says
+    whose runs they are; figures a workload's profile does not measure are empty."""
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=COLUMNS, extrasaction="ignore",
                             lineterminator="\n")
@@ -41,7 +42,8 @@ def study_csv(study: dict[str, Any]) -> str:
 def plot_step_split(study: dict[str, Any], path: Path) -> Path:
     """Per configuration, the training step (measured in the training run) split into data
     wait (measured there), exposed allreduce (profiled) and the rest (compute and overheads);
-    a marker shows the profiled compute time of a step."""
+    a marker shows the profiled compute time of a step, or, where the profile timed whole
+    steps only (CosmoFlow's ``bench step``), the profiled step."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -60,8 +62,11 @@ def plot_step_split(study: dict[str, Any], path: Path) -> Path:
                           (wait, "data wait")):
         ax.bar(names, values, bottom=bottom, label=label)
         bottom = [b + v for b, v in zip(bottom, values, strict=True)]
-    ax.scatter(names, [float(r.get("compute_s") or 0.0) for r in rows], marker="x",
-               color="black", zorder=3, label="profiled compute")
+    marked = "compute_s" if any(r.get("compute_s") is not None for r in rows) \
+        else "profile_step_s"
+    ax.scatter(names, [float(r.get(marked) or 0.0) for r in rows], marker="x",
+               color="black", zorder=3,
+               label="profiled compute" if marked == "compute_s" else "profiled step")
     ax.set_ylabel("seconds per optimizer step")
     ax.set_title("Training step split (measured)")
     ax.legend(fontsize=8)
@@ -73,14 +78,17 @@ def plot_step_split(study: dict[str, Any], path: Path) -> Path:
 
 
 def write_outputs(study: dict[str, Any], out: Path) -> list[Path]:
-    """study.csv, step_split.png and (with training runs) report/ over the run directories."""
+    """study.csv, step_split.png and (with training runs) report/ over the run directories,
+    titled with the study's workload."""
     from deepcam_hvd.report import write_report
+    from deepcam_hvd.report.workloads import WORKLOADS
 
     files = [out / "study.csv"]
     files[0].write_text(study_csv(study))
     files.append(plot_step_split(study, out / "step_split.png"))
     run_dirs = [r["run_dir"] for r in study["configs"] if r.get("run_dir")]
     if run_dirs:
-        files += list(write_report(run_dirs, out / "report", "DeepCAM scaling study "
+        title = WORKLOADS[study.get("workload", "deepcam")].title
+        files += list(write_report(run_dirs, out / "report", f"{title} scaling study "
                                    "(measured on this machine)").values())
     return files

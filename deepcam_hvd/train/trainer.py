@@ -189,8 +189,8 @@ class Trainer:
             self.hooks.run(self.train_epochs)
         finally:
             self.summary.run_time_s = time.perf_counter() - self.run_start
-            self.summary.status = "success" if self.summary.converged else "aborted"
-            self.log.end("run_stop", metadata={"status": self.summary.status})
+            self.summary.settle_status()
+            self.log.end("run_stop", metadata={"status": self.summary.mlperf_status})
             self.log.close()
             self.reporter.close()
         self.save()

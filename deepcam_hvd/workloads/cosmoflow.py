@@ -28,6 +28,9 @@ SMALL_EVAL_SAMPLES = 32
 # Quality target: a logged eval_error (validation MAE) with 0 < value <= TARGET_MAE.
 TARGET_MAE = 0.124
 EVAL_KEY = "eval_error"
+# Version of the synthetic universes (cosmoflow/data/synth.py): a study reuses its data only
+# if it was made by the same version. 2: y1 sets the growth between snapshots (was the slope).
+SYNTH_VERSION = 2
 EVAL_METRIC = "val_mean_absolute_error"  # the Keras history key the reference logs as eval_error
 
 # The network (reference ``models/cosmoflow.py`` with ``configs/cosmo.yaml``).

@@ -89,7 +89,9 @@ def test_lost_worker_training_continues_to_target(root: Path, tmp_path: Path) ->
     assert summary["stopped_by"] == "target"
     assert summary["ranks"] == 2 and summary["global_batch_size"] == 4
     assert max(summary["eval_iou"]) >= 0.3
-    assert '"status": "success"' in (out / "mlperf.log").read_text()
+    mlperf = "success" if max(summary["eval_iou"]) >= 0.82 else "aborted"  # MLPerf's target
+    assert summary["mlperf_status"] == mlperf
+    assert f'"status": "{mlperf}"' in (out / "mlperf.log").read_text()
     assert list((out / "checkpoints").glob("*.ckpt"))
 
 

@@ -32,6 +32,23 @@ def test_round_trip_and_derived_figures(tmp_path: Path) -> None:
     assert RunSummary.from_json(tmp_path / "summary.json") == s
 
 
+@pytest.mark.parametrize(("target", "ious", "status", "mlperf"), [
+    (0.80, [0.5, 0.81], "success", "aborted"),  # NERSC-10's target is no MLPerf success
+    (0.80, [0.5, 0.82], "success", "success"),  # MLPerf's 0.82 (>=) reached
+    (0.90, [0.85], "aborted", "success"),  # a stricter target missed, MLPerf's reached
+    (0.82, [], "aborted", "aborted"),  # stopped before any evaluation
+])
+def test_mlperf_status_follows_mlperf_target_not_the_runs(
+        target: float, ious: list[float], status: str, mlperf: str) -> None:
+    s = summary()
+    s.target_iou, s.eval_iou = target, ious
+    s.converged = bool(ious) and max(ious) >= target
+    s.epochs_to_target, s.time_to_target_s = (len(ious), 9.0) if s.converged else (None, None)
+    s.settle_status()
+    assert (s.status, s.mlperf_status) == (status, mlperf)
+    assert ("MLPerf run_stop" in s.line()) == (status != mlperf)
+
+
 def test_unknown_keys_ignored_missing_ones_default(tmp_path: Path) -> None:
     data = {**summary().as_dict(), "from_a_newer_version": 1}
     del data["allocator"]

@@ -119,7 +119,10 @@ def test_fixed_epoch_run_goes_past_the_target(tiny_root: Path, tmp_path: Path) -
     assert summary["time_to_16_epochs_estimated"] is False
     recs = mlperf_records(out / "mlperf.log")
     assert len(values(recs, "target_accuracy_reached")) == 1
-    assert [r["metadata"]["status"] for r in recs if r["key"] == "run_stop"] == ["success"]
+    # --target_iou 0.01 was reached, MLPerf's 0.82 was not: the log does not claim success
+    assert summary["mlperf_status"] == ("success" if max(summary["eval_iou"]) >= 0.82
+                                        else "aborted") == "aborted"
+    assert [r["metadata"]["status"] for r in recs if r["key"] == "run_stop"] == ["aborted"]
 
 
 def test_stage_dir_without_space_is_named(tiny_root: Path, tmp_path: Path,

@@ -32,13 +32,15 @@ from .npy import decode_sample
 from .tensors import error_reason, message_from_error, require
 from .tfrecord import parse_example, tf_compression
 
-AUTOTUNE = tf.data.AUTOTUNE
-#: Files read and parsed at once. Not AUTOTUNE: with the pipeline rebuilt every epoch, tf.data's
-#: autotuner left 3 of 12 training epochs at a fixed 24.8 samples/s instead of ~50 (one process,
-#: 2 threads, 32^3, batch 8; 12 of 12 fast with 4; on 2 ranks x 1 thread fewer slow epochs
-#: remain: benchmarks/RESULTS.md, "CosmoFlow demo").
-#: The order is the same either way (a deterministic interleave).
+#: Files read and parsed at once, and batches read ahead: fixed, with tf.data's autotuner off.
+#: The trainer builds a new pipeline every epoch, and the autotuner left some epochs at a fixed
+#: ~25 samples/s instead of ~46 (one step every 0.32 s whatever the batch: reading no longer
+#: overlapped the step): with AUTOTUNE interleave 3 of 12 epochs (one process, 2 threads, 32^3,
+#: batch 8), with 4 reads but the prefetch autotuned 4 of 8 (2 ranks x 1 thread, batch 4),
+#: with both fixed 0 of 12 (benchmarks/RESULTS.md, "CosmoFlow demo"). The order is the same
+#: either way (a deterministic interleave).
 PARALLEL_READS = 4
+PREFETCH = 2
 Paths = Sequence[str | os.PathLike[str]]
 
 
@@ -85,6 +87,13 @@ def _read_files(
                             num_parallel_calls=parallel_reads, deterministic=True)
 
 
+def _untuned(data: tf.data.Dataset) -> tf.data.Dataset:
+    """``data`` with tf.data's autotuner off (see ``PREFETCH``)."""
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return data.with_options(options)
+
+
 def _path_strings(files: Paths) -> np.ndarray:
     return np.array([os.fsencode(f) for f in files], dtype=object)
 
@@ -102,8 +111,8 @@ def read_dataset(
         raise DataError(f"batch size must be >= 1, got {batch_size}")
     fmt = files_format(list(files))
     paths = tf.data.Dataset.from_tensor_slices(tf.constant(_path_strings(files), tf.string))
-    return (_read_files(paths, fmt, cube, apply_log, compression, parallel_reads)
-            .batch(batch_size, drop_remainder=drop_remainder).prefetch(AUTOTUNE))
+    return _untuned(_read_files(paths, fmt, cube, apply_log, compression, parallel_reads)
+                    .batch(batch_size, drop_remainder=drop_remainder).prefetch(PREFETCH))
 
 
 def shard_files(n: int, rank: int, size: int, shuffle: bool, seed: int, epoch: int) -> list[int]:
@@ -128,7 +137,7 @@ def make_dataset(
     shuffle: bool = False, seed: int = 0, *, cube: int | None = None,
     epochs: int | None = None, start_epoch: int = 0, apply_log: bool = True,
     compression: str | None = None, drop_remainder: bool = True, shuffle_buffer: int = 0,
-    parallel_reads: int = PARALLEL_READS, prefetch: int = AUTOTUNE,
+    parallel_reads: int = PARALLEL_READS, prefetch: int = PREFETCH,
 ) -> tf.data.Dataset:
     """``(x, y)`` batches of this rank's shard of ``files``, epoch after epoch.
 
@@ -159,7 +168,8 @@ def make_dataset(
         return samples.batch(batch_size, drop_remainder=drop_remainder)
 
     stop = start_epoch + epochs if epochs is not None else np.iinfo(np.int64).max
-    return tf.data.Dataset.range(start_epoch, stop).flat_map(one_epoch).prefetch(prefetch)
+    return _untuned(tf.data.Dataset.range(start_epoch, stop).flat_map(one_epoch)
+                    .prefetch(prefetch))
 
 
 def explain_error(

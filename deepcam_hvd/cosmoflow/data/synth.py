@@ -4,19 +4,22 @@ Each sample draws ``y`` uniformly in [-1, 1]^4 (the real targets are the simulat
 ``unitPar``, which ``prepare.py`` copies unchanged; the network's ``1.2 tanh`` head expects
 them in about that range) and builds, with k in cycles per voxel:
 
-* ``g``: a Gaussian random field with power spectrum ``P(k) = k^n exp(-(k / k_c)^2)``
-  (``P(0) = 0``), scaled to zero mean and unit variance;
-* channel ``c`` (four snapshots, growth ``D = 1, 0.75, 0.5, 0.3``): the log-normal density
-  ``rho_c = nbar exp(s_c g - s_c^2 / 2)`` with ``s_c = sigma D_c`` (mean ``nbar``), and counts
-  ``x_c ~ Poisson(rho_c)`` clipped to int16;
-* ``sigma = 0.9 + 0.5 y0`` (0.4 .. 1.4), ``n = -1.75 + 1.25 y1`` (-3 .. -0.5),
+* ``g``: a Gaussian random field with power spectrum ``P(k) = k^-1 exp(-(k / k_c)^2)``
+  (``P(0) = 0``), scaled to zero mean and unit variance; ``k^3 P(k)`` peaks at ``k_c``, so
+  ``k_c`` sets the size of the field's structures;
+* channel ``c`` = 0..3 (four snapshots, growth ``D_c = a^c``, ``a`` the growth from one
+  snapshot to the next): the log-normal density ``rho_c = nbar exp(s_c g - s_c^2 / 2)`` with
+  ``s_c = sigma D_c`` (mean ``nbar``), and counts ``x_c ~ Poisson(rho_c)`` clipped to int16;
+* ``sigma = 0.9 + 0.5 y0`` (0.4 .. 1.4), ``a = 0.75 + 0.15 y1`` (0.6 .. 0.9),
   ``k_c = 0.2 * 2^y2`` (0.1 .. 0.4), ``nbar = 12 * 2^(1.5 y3)`` (4.2 .. 34).
 
-So the variance of ``log(1 + x)`` follows ``y0``, the slope of its power spectrum at low k
+So the variance of ``log(1 + x)`` follows ``y0``, how fast it falls from snapshot to snapshot
 ``y1``, its high-k power relative to mid-k ``y2``, and the mean count ``y3``: a network can
-learn all four. Every sample is a function of (seed, split, index) alone, so the files are the
-same whatever the number of ranks that write them (rank r writes samples r, r + size, ... of
-the list of all samples, train then validation).
+learn all four, and the reference network does within minutes on 2 cores (an earlier version
+set ``y1`` as the spectrum's low-k slope, which a 32^3 cube shows too weakly for that:
+``benchmarks/RESULTS.md``, "CosmoFlow demo"). Every sample is a function of (seed, split,
+index) alone, so the files are the same whatever the number of ranks that write them (rank r
+writes samples r, r + size, ... of the list of all samples, train then validation).
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ import numpy as np
 
 from deepcam_hvd.data import sharding
 from deepcam_hvd.errors import ConfigError, DataError
-from deepcam_hvd.workloads.cosmoflow import CUBE_SIZE, NUM_TARGETS
+from deepcam_hvd.workloads.cosmoflow import CUBE_SIZE, NUM_CHANNELS, NUM_TARGETS
 
 from . import npy, tfrecord
 from .layout import (
@@ -45,7 +48,7 @@ from .layout import (
 )
 
 PARAM_RANGE = (-1.0, 1.0)
-GROWTH = (1.0, 0.75, 0.5, 0.3)
+SLOPE = -1.0  # n in P(k) = k^n exp(-(k / k_c)^2)
 MIN_CUBE = 4
 _INT16_MAX = np.iinfo(np.int16).max
 _SAMPLE_SUFFIXES = (TFRECORD_SUFFIX, NPY_X_SUFFIX, NPY_Y_SUFFIX)
@@ -55,16 +58,20 @@ _SAMPLE_SUFFIXES = (TFRECORD_SUFFIX, NPY_X_SUFFIX, NPY_Y_SUFFIX)
 class FieldSettings:
     """What the parameters ``y`` set in a synthetic universe."""
 
-    sigma: float  # standard deviation of the log density at growth 1
-    slope: float  # n in P(k) = k^n exp(-(k / k_c)^2)
+    sigma: float  # standard deviation of the log density at growth 1 (the first snapshot)
+    growth: float  # a: D_c = a^c, the growth of snapshot c relative to the first
     cutoff: float  # k_c, cycles per voxel
     mean_count: float  # nbar, mean particles per voxel
+
+    def spreads(self, channels: int) -> np.ndarray:
+        """``s_c = sigma a^c``: the log density's standard deviation of each snapshot."""
+        return self.sigma * self.growth ** np.arange(channels)
 
 
 def field_settings(y: np.ndarray) -> FieldSettings:
     """The settings for parameters ``y`` (4 values in [-1, 1])."""
     y0, y1, y2, y3 = (float(v) for v in y)
-    return FieldSettings(sigma=0.9 + 0.5 * y0, slope=-1.75 + 1.25 * y1,
+    return FieldSettings(sigma=0.9 + 0.5 * y0, growth=0.75 + 0.15 * y1,
                          cutoff=0.2 * 2.0**y2, mean_count=12.0 * 2.0 ** (1.5 * y3))
 
 
@@ -93,8 +100,8 @@ def gaussian_field(cube: int, slope: float, cutoff: float, rng: np.random.Genera
 def make_universe(y: np.ndarray, cube: int, rng: np.random.Generator) -> np.ndarray:
     """int16 counts (cube, cube, cube, 4) of a universe with parameters ``y``."""
     s = field_settings(y)
-    g = gaussian_field(cube, s.slope, s.cutoff, rng)
-    spread = s.sigma * np.asarray(GROWTH)
+    g = gaussian_field(cube, SLOPE, s.cutoff, rng)
+    spread = s.spreads(NUM_CHANNELS)
     density = s.mean_count * np.exp(g[..., None] * spread - spread**2 / 2)
     return np.minimum(rng.poisson(density), _INT16_MAX).astype(np.int16)
 

@@ -56,10 +56,16 @@ def test_reference_parse_of_one_record(cosmo_root: CosmoRoot, reference_data: di
     np.testing.assert_array_equal(ref_y.numpy(), params)
 
 
+def covariance(a: np.ndarray, b: np.ndarray) -> float:
+    """Covariance of two fields over their voxels."""
+    return float(((a - a.mean()) * (b - b.mean())).mean())
+
+
 def statistics(x: np.ndarray) -> dict[str, float]:
-    """Per-sample statistics of log(1 + x) (channel 0) and of the counts."""
+    """Per-sample statistics of log(1 + x) (channel 0, and 3 against 0) and of the counts."""
     cube = x.shape[0]
-    field = np.log1p(x[..., 0].astype(np.float64))
+    logs = np.log1p(x.astype(np.float64))
+    field = logs[..., 0]
     power = np.abs(np.fft.rfftn(field - field.mean())) ** 2
     k = synth.wavenumbers(cube)
 
@@ -68,14 +74,16 @@ def statistics(x: np.ndarray) -> dict[str, float]:
 
     return {
         "variance": float(field.var()),
-        "low-k slope": np.log(band(1 / cube, 2.5 / cube) / band(2.5 / cube, 5 / cube)),
+        # s_3 s_0 / (s_1 s_0) = a^2, free of the snapshots' independent Poisson noise
+        "snapshot decay": float(np.log(covariance(logs[..., 3], field)
+                                       / covariance(logs[..., 1], field))),
         "high-k power": np.log(band(0.2, 0.3) / band(0.1, 0.15)),
         "mean count": float(x.mean()),
     }
 
 
 # parameter -> (statistic that follows it, sign of the correlation)
-FOLLOWS = {0: ("variance", 1), 1: ("low-k slope", -1), 2: ("high-k power", 1),
+FOLLOWS = {0: ("variance", 1), 1: ("snapshot decay", 1), 2: ("high-k power", 1),
            3: ("mean count", 1)}
 
 
@@ -92,19 +100,34 @@ def test_statistics_follow_each_parameter() -> None:
 def test_settings_span_the_documented_ranges() -> None:
     low = synth.field_settings(np.full(4, -1.0))
     high = synth.field_settings(np.full(4, 1.0))
-    assert (low.sigma, low.slope, low.cutoff, low.mean_count) == pytest.approx(
-        (0.4, -3.0, 0.1, 12 / 2**1.5))
-    assert (high.sigma, high.slope, high.cutoff, high.mean_count) == pytest.approx(
-        (1.4, -0.5, 0.4, 12 * 2**1.5))
+    assert (low.sigma, low.growth, low.cutoff, low.mean_count) == pytest.approx(
+        (0.4, 0.6, 0.1, 12 / 2**1.5))
+    assert (high.sigma, high.growth, high.cutoff, high.mean_count) == pytest.approx(
+        (1.4, 0.9, 0.4, 12 * 2**1.5))
+    assert low.spreads(4) == pytest.approx([0.4, 0.24, 0.144, 0.0864])
 
 
 def test_counts_have_the_set_mean_and_growth() -> None:
-    y = np.array([0.5, 0.0, 0.0, 0.0], np.float32)
+    y = np.array([0.5, 0.0, 0.0, 0.0], np.float32)  # sigma 1.15, a 0.75
     x = synth.make_universe(y, 32, np.random.default_rng(0))
     assert x.dtype == np.int16 and x.shape == (32, 32, 32, 4) and x.min() >= 0
     assert x.reshape(-1, 4).mean(axis=0) == pytest.approx([12.0] * 4, rel=0.1)
     spread = np.log1p(x.reshape(-1, 4).astype(np.float64)).std(axis=0)
     assert (np.diff(spread) < 0).all()  # less clustered at earlier snapshots
+
+
+def test_cutoff_sets_the_size_of_structures() -> None:
+    """``k^3 P(k)`` of the unit-variance field peaks at ``k_c`` (within the grid's bins)."""
+    k = synth.wavenumbers(32)
+    for cutoff in (0.1, 0.2, 0.4):
+        g = synth.gaussian_field(32, synth.SLOPE, cutoff, np.random.default_rng(1))
+        assert g.mean() == pytest.approx(0, abs=1e-12) and g.std() == pytest.approx(1)
+        power = np.abs(np.fft.rfftn(g)) ** 2
+        edges = np.linspace(0.02, 0.5, 25)
+        per_log_k = [k[(k >= lo) & (k < hi)].mean() ** 3 * power[(k >= lo) & (k < hi)].mean()
+                     for lo, hi in zip(edges[:-1], edges[1:], strict=True)]
+        peak = edges[int(np.argmax(per_log_k))]
+        assert abs(peak - cutoff) < 0.06, (cutoff, peak)
 
 
 def test_same_seed_same_files(tmp_path: Path) -> None:

@@ -44,7 +44,7 @@ def study() -> None:
 
 
 def _per_workload(key: str) -> str:
-    """'[default: deepcam 128, cosmoflow 256]' from each workload's study defaults."""
+    """'[default: deepcam 128, cosmoflow 1024]' from each workload's study defaults."""
     values = [f"{name} {w.defaults[key]}" for name, w in STUDY_WORKLOADS.items()
               if key in w.defaults]
     return f"[default: {', '.join(values)}]"

@@ -19,7 +19,7 @@ from deepcam_hvd.report import efficiencies, read_run, to_csv, to_markdown, writ
 from deepcam_hvd.report.runs import quality_curve, read_summary, workload_of
 from deepcam_hvd.report.tables import COLUMNS, _row
 from deepcam_hvd.report.workloads import COSMOFLOW, DEEPCAM, WORKLOADS, detect
-from tests.report.cosmo_runs import make_cosmo_run
+from tests.report.run_dirs import make_cosmo_run
 from tests.report.test_report import PNG_MAGIC, make_run
 
 

@@ -17,14 +17,9 @@ from deepcam_hvd.report.runs import iou_curve
 from deepcam_hvd.report.tables import Efficiency, Rated, duration, scaling_efficiencies
 from deepcam_hvd.study.outputs import study_csv
 from deepcam_hvd.study.runner import efficiencies as study_efficiencies
+from tests.report.run_dirs import mllog, write_study_meta
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
-
-def mllog(key: str, time_ms: int, value: object = None, **meta: object) -> str:
-    return ":::MLLOG " + json.dumps({"namespace": "", "time_ms": time_ms, "event_type":
-                                     "POINT_IN_TIME", "key": key, "value": value,
-                                     "metadata": meta})
 
 
 def make_run(root: Path, name: str, ranks: int, rates: list[float], ious: list[float],
@@ -52,11 +47,7 @@ def make_run(root: Path, name: str, ranks: int, rates: list[float], ious: list[f
         lines.append(mllog("eval_accuracy", start_ms + int(epoch * (epoch_s + 1.0) * 1000),
                            iou, epoch_num=epoch))
     (run / log_name).write_text("\n".join(lines) + "\n")
-    if threads is not None:
-        meta: dict[str, object] = {"threads_per_rank": threads}
-        if series is not None:
-            meta["series"] = series
-        (run / "study_meta.json").write_text(json.dumps(meta))
+    write_study_meta(run, threads, series)
     return run
 
 

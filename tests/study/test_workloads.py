@@ -33,7 +33,7 @@ def cosmo_opts(tmp_path: Path, **kw: object) -> StudyOptions:
 def test_sizes_default_per_workload(tmp_path: Path) -> None:
     cosmo = cosmo_opts(tmp_path)
     assert (cosmo.train_samples, cosmo.val_samples, cosmo.cube, cosmo.max_epochs) == \
-        (256, 32, 32, 10)
+        (1024, 64, 32, 8)
     assert (cosmo.height, cosmo.width) == (None, None)
     deepcam = resolve(StudyOptions(out=tmp_path))
     assert (deepcam.train_samples, deepcam.val_samples, deepcam.height, deepcam.width,
@@ -57,15 +57,15 @@ def test_cosmoflow_commands(tmp_path: Path) -> None:
     w, opts = CosmoflowStudy(), cosmo_opts(tmp_path, extra_train_args=["--n_valid", "8"])
     assert w.train_args(CFG, Path("D"), Path("R"), opts) == [
         "cosmoflow", "train", "--data_dir", "D", "--output_dir", "R", "--cube", "32",
-        "--local_batch_size", "2", "--max_epochs", "10", "--base_lr", "0.01",
+        "--local_batch_size", "2", "--max_epochs", "8", "--base_lr", "0.01",
         "--lr_scaling", "none", "--warmup_epochs", "1", "--decay_schedule", "none",
         "--dropout", "0.1", "--target_mae", "0.25", "--seed", "11", "--division", "open",
         "--n_valid", "8"]
     spec, args = w.synth(opts, Path("D"))
-    assert spec == {"workload": "cosmoflow", "train": 256, "val": 32, "cube": 32, "seed": 333,
+    assert spec == {"workload": "cosmoflow", "train": 1024, "val": 64, "cube": 32, "seed": 333,
                     "version": 2}  # a new version of the universes is never reused
     assert args == ["cosmoflow", "data", "synth", "--output", "D", "--cube", "32", "--train",
-                    "256", "--validation", "32", "--seed", "333", "--overwrite"]
+                    "1024", "--validation", "64", "--seed", "333", "--overwrite"]
     assert w.profile_args(CFG, Path("D"), opts, Path("p.json")) == [
         "cosmoflow", "bench", "step", "--cube", "32", "--batch", "2", "--steps", "5",
         "--warmup", "2", "--json", "p.json"]

@@ -1,4 +1,5 @@
-"""Hand-written CosmoFlow run directories, as ``deepcam-hvd cosmoflow train`` leaves them."""
+"""Hand-written run directories as the trainers leave them: MLPerf log lines, study metadata,
+and CosmoFlow runs (``deepcam-hvd cosmoflow train``)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,15 @@ def mllog(key: str, time_ms: int, value: object = None, **meta: object) -> str:
     return ":::MLLOG " + json.dumps({"namespace": "", "time_ms": time_ms, "event_type":
                                      "POINT_IN_TIME", "key": key, "value": value,
                                      "metadata": meta})
+
+
+def write_study_meta(run: Path, threads: int | None, series: list[str] | None) -> None:
+    """``study_meta.json`` as ``study run`` writes it (nothing when ``threads`` is None)."""
+    if threads is not None:
+        meta: dict[str, object] = {"threads_per_rank": threads}
+        if series is not None:
+            meta["series"] = series
+        (run / "study_meta.json").write_text(json.dumps(meta))
 
 
 def make_cosmo_run(root: Path, name: str, ranks: int, rates: list[float], maes: list[float],
@@ -47,9 +57,5 @@ def make_cosmo_run(root: Path, name: str, ranks: int, rates: list[float], maes: 
             lines.append(mllog("eval_error", start + int(epoch * (epoch_s + 1.0) * 1000), mae,
                                epoch_num=epoch))
         (run / "mlperf.log").write_text("\n".join(lines) + "\n")
-    if threads is not None:
-        meta: dict[str, object] = {"threads_per_rank": threads}
-        if series is not None:
-            meta["series"] = series
-        (run / "study_meta.json").write_text(json.dumps(meta))
+    write_study_meta(run, threads, series)
     return run

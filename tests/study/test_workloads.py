@@ -20,7 +20,7 @@ from deepcam_hvd.study.workloads import (
     DeepcamStudy,
     study_workload,
 )
-from tests.report.cosmo_runs import make_cosmo_run
+from tests.report.run_dirs import make_cosmo_run
 from tests.report.test_report import PNG_MAGIC, make_run
 
 CFG = StudyConfig(ranks=2, threads=1, local_batch_size=2, series=("weak", "layout"))

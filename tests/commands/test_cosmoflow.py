@@ -67,6 +67,7 @@ def synth32(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+@pytest.mark.slow  # ten processes that import TensorFlow: ~35 s
 def test_bad_input_is_one_line_naming_it(synth32: Path, tmp_path: Path) -> None:
     empty = tmp_path / "empty"
     (empty / "train").mkdir(parents=True)

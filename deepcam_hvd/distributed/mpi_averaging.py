@@ -108,7 +108,8 @@ class MpiGradientAverager:
         offset = 0
         for g in group[:count]:
             n = g.numel()
-            g.copy_(flat[offset:offset + n].view_as(g)).div_(self.size)
+            # one pass over the gradient (a copy, then a division in place, would be two)
+            torch.div(flat[offset:offset + n].view_as(g), self.size, out=g)
             offset += n
         for r in riders:
             n = r.value.numel()

@@ -55,6 +55,14 @@ class CosmoSummary:
         self.eval_loss.append(eval_loss)
         self.epochs_run = len(self.epoch_times_s)
 
+    def settle_status(self) -> None:
+        """Set ``status`` from ``--target_mae`` and ``mlperf_status`` from MLPerf's own target:
+        a run stopped by a looser target is never logged as an MLPerf success (the checker
+        holds eval_error to MLPerf's target too)."""
+        self.status = "success" if self.converged else "aborted"
+        self.mlperf_status = "success" if self.eval_mae and min(self.eval_mae) <= TARGET_MAE \
+            else "aborted"
+
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready dict."""
         return asdict(self)

@@ -6,15 +6,15 @@ from __future__ import annotations
 import json
 import re
 import statistics
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from deepcam_hvd.errors import DataError
 from deepcam_hvd.report.workloads import DEEPCAM, WorkloadSpec, detect
+from deepcam_hvd.train.reporting import read_summary_json, summary_from_dict
 
 MLLOG = re.compile(r":::MLLOG (\{.*\})\s*$")
-TARGET_IOU = 0.82
 
 
 @dataclass
@@ -118,21 +118,9 @@ def read_summary(run_dir: str | Path) -> tuple[WorkloadSpec, Any]:
     naming the file if it is missing, unreadable or not a summary (keys this version does not
     know are ignored, missing ones take their defaults)."""
     path = Path(run_dir) / "summary.json"
-    try:
-        data = json.loads(path.read_text())
-        if not isinstance(data, dict):
-            raise ValueError("not a JSON object")
-    except OSError as exc:
-        raise DataError(f"{path}: no readable summary.json ({exc.strerror}); is it a run "
-                        "directory?") from None
-    except ValueError as exc:
-        raise DataError(f"{path}: not a deepcam-hvd summary ({exc})") from None
+    data = read_summary_json(path)
     spec = detect(data, path)
-    known = {f.name for f in fields(spec.summary)}
-    try:
-        return spec, spec.summary(**{k: v for k, v in data.items() if k in known})
-    except TypeError as exc:
-        raise DataError(f"{path}: not a deepcam-hvd {spec.title} summary ({exc})") from None
+    return spec, summary_from_dict(spec.summary, data, path, f"{spec.title} summary")
 
 
 def read_run(run_dir: str | Path) -> RunRecord:
@@ -183,9 +171,11 @@ def read_run(run_dir: str | Path) -> RunRecord:
 def workload_of(runs: list[RunRecord]) -> WorkloadSpec:
     """The one workload of ``runs`` (DeepCAM for none); DataError naming a run directory of
     each when they mix: a report compares runs of one workload."""
-    first = runs[0] if runs else None
-    for r in runs:
-        if first is not None and r.workload != first.workload:
+    if not runs:
+        return DEEPCAM
+    first = runs[0]
+    for r in runs[1:]:
+        if r.workload != first.workload:
             raise DataError(f"{first.path} is a {first.workload.title} run and {r.path} a "
                             f"{r.workload.title} run: report each workload's runs separately")
-    return first.workload if first else DEEPCAM
+    return first.workload

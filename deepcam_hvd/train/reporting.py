@@ -10,13 +10,14 @@ import sys
 import types
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from deepcam_hvd.errors import DataError
 from deepcam_hvd.files import write_text_atomic
 from deepcam_hvd.workloads.deepcam import TARGET_IOU
 
 NERSC10_EPOCHS = 16
+T = TypeVar("T")
 
 
 @dataclass
@@ -111,21 +112,38 @@ class RunSummary:
     def from_json(cls, path: Path) -> RunSummary:
         """Read a ``summary.json`` (keys this version does not know are ignored, missing ones
         take their defaults); DataError naming the file if it cannot be read."""
-        try:
-            data = json.loads(Path(path).read_text())
-            if not isinstance(data, dict):
-                raise ValueError("not a JSON object")
-            known = {f.name for f in fields(cls)}
-            return cls(**{k: v for k, v in data.items() if k in known})
-        except OSError as exc:
-            raise DataError(f"{path}: no readable summary.json ({exc.strerror}); is it a run "
-                            "directory?") from None
-        except (ValueError, TypeError) as exc:
-            raise DataError(f"{path}: not a deepcam-hvd summary ({exc})") from None
+        return summary_from_dict(cls, read_summary_json(path), path)
 
     def write(self, path: Path) -> None:
         """Write summary.json atomically."""
         write_text_atomic(path, json.dumps(self.as_dict(), indent=2) + "\n")
+
+
+def read_summary_json(path: Path) -> dict[str, Any]:
+    """The JSON object of a ``summary.json`` (either workload's); DataError naming the file if
+    it is missing, unreadable or not a JSON object."""
+    try:
+        data = json.loads(Path(path).read_text())
+        if not isinstance(data, dict):
+            raise ValueError("not a JSON object")
+    except OSError as exc:
+        raise DataError(f"{path}: no readable summary.json ({exc.strerror}); is it a run "
+                        "directory?") from None
+    except ValueError as exc:
+        raise DataError(f"{path}: not a deepcam-hvd summary ({exc})") from None
+    return data
+
+
+def summary_from_dict(cls: type[T], data: dict[str, Any], path: Path,
+                      what: str = "summary") -> T:
+    """A ``cls`` summary dataclass from ``summary.json``'s ``data``: keys ``cls`` does not know
+    are ignored, missing ones take their defaults; DataError naming ``path`` (as a deepcam-hvd
+    ``what``) if required ones are missing."""
+    known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+    try:
+        return cls(**{k: v for k, v in data.items() if k in known})
+    except TypeError as exc:
+        raise DataError(f"{path}: not a deepcam-hvd {what} ({exc})") from None
 
 
 def summary_writer(log_dir: Path) -> Any:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 import traceback
@@ -9,15 +10,6 @@ import traceback
 import click
 
 from deepcam_hvd import __version__
-from deepcam_hvd.commands.bench import bench
-from deepcam_hvd.commands.cosmoflow import cosmoflow
-from deepcam_hvd.commands.info import info
-from deepcam_hvd.commands.jobs import jobs
-from deepcam_hvd.commands.report import report
-from deepcam_hvd.commands.study import study
-from deepcam_hvd.commands.submission import submission
-from deepcam_hvd.commands.train import train
-from deepcam_hvd.data.commands import data
 from deepcam_hvd.errors import ConfigError, DeepcamError, LaunchError
 from deepcam_hvd.launchers import detect_launch
 
@@ -41,6 +33,21 @@ def report_error(exc: DeepcamError) -> None:
     click.echo(f"deepcam-hvd: error: {where}{exc}", err=True)
 
 
+#: Each subcommand and the module that defines it. A module is imported only when its command
+#: runs (or when help lists them all): a CosmoFlow rank then loads TensorFlow and never torch,
+#: and ``jobs``/``report`` start without either.
+COMMANDS = {
+    "info": "deepcam_hvd.commands.info:info",
+    "train": "deepcam_hvd.commands.train:train",
+    "data": "deepcam_hvd.data.commands:data",
+    "jobs": "deepcam_hvd.commands.jobs:jobs",
+    "study": "deepcam_hvd.commands.study:study",
+    "report": "deepcam_hvd.commands.report:report",
+    "bench": "deepcam_hvd.commands.bench:bench",
+    "submission": "deepcam_hvd.commands.submission:submission",
+    "cosmoflow": "deepcam_hvd.commands.cosmoflow:cosmoflow",
+}
+
 # Errors a rank sees when a *peer* failed first: the peer has printed the cause.
 PEER_FAILURE_TYPES = ("HorovodInternalError", "HostsUpdatedInterrupt", "DistBackendError")
 
@@ -57,7 +64,17 @@ class _Group(click.Group):
 
     DeepcamError (bad input) exits 2. A rank whose peer failed says so and exits 3. Anything
     else is a bug: its traceback is printed, then one line naming the rank, exit 1.
+    Subcommands load on first use (``COMMANDS``).
     """
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(super().list_commands(ctx)) | set(COMMANDS))
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in COMMANDS and cmd_name not in self.commands:
+            module, attr = COMMANDS[cmd_name].split(":")
+            self.add_command(getattr(importlib.import_module(module), attr), cmd_name)
+        return super().get_command(ctx, cmd_name)
 
     def invoke(self, ctx: click.Context) -> object:
         try:
@@ -87,15 +104,6 @@ class _Group(click.Group):
 @click.group(cls=_Group)
 @click.version_option(__version__, prog_name="deepcam-hvd")
 def main() -> None:
-    """Train DeepCAM (MLPerf HPC climate segmentation) with Horovod on CPU and GPU clusters."""
+    """Train DeepCAM (PyTorch) and CosmoFlow (TensorFlow), the MLPerf HPC benchmarks, with
+    Horovod on CPU and GPU clusters."""
 
-
-main.add_command(info)
-main.add_command(train)
-main.add_command(data)
-main.add_command(jobs)
-main.add_command(study)
-main.add_command(report)
-main.add_command(bench)
-main.add_command(submission)
-main.add_command(cosmoflow)

@@ -1,16 +1,22 @@
-"""Which device a rank computes on: the one place that decides it."""
+"""Which device a rank computes on: the one place that decides it (torch is imported only
+when a torch rank asks; ``gpu_index`` serves TensorFlow too)."""
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
 
 from deepcam_hvd.errors import ConfigError
+
+if TYPE_CHECKING:
+    import torch
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
 
 
 def gpu_kind() -> str | None:
     """'cuda' or 'rocm' when torch sees a GPU, else None."""
+    import torch
+
     if not torch.cuda.is_available():
         return None
     return "rocm" if getattr(torch.version, "hip", None) else "cuda"
@@ -23,6 +29,8 @@ def choose_device(request: str, local_rank: int, local_size: int) -> torch.devic
     its own GPU (one visible device), that device is used; a node with fewer visible GPUs
     than local ranks is an error rather than silently sharing a GPU.
     """
+    import torch
+
     if request not in DEVICE_CHOICES:
         raise ConfigError(f"--device {request!r} is not one of {', '.join(DEVICE_CHOICES)}")
     if request == "cpu" or (request == "auto" and gpu_kind() is None):

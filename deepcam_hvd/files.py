@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
+
+import numpy as np
 
 
 def temporary_name(path: Path) -> Path:
@@ -56,3 +59,17 @@ def prepare_output_dir(directory: Path) -> None:
     probe = directory / f".write-test-{os.getpid()}"
     probe.write_text("ok")
     probe.unlink()
+
+
+def save_npy(path: Path, array: np.ndarray) -> int:
+    """Save ``array`` to ``path`` atomically (temporary file, then rename); return its size."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.save(fh, np.ascontiguousarray(array), allow_pickle=False)
+    return path.stat().st_size
+
+
+def copy_atomic(src: Path, dst: Path) -> int:
+    """Copy file ``src`` to ``dst`` through a temporary name; return the bytes copied."""
+    with atomic_path(dst) as tmp:
+        shutil.copyfile(src, tmp)
+    return dst.stat().st_size

@@ -18,6 +18,7 @@ from deepcam_hvd.distributed.select import create_backend, resolve_backend_name
 from deepcam_hvd.errors import LaunchError
 from deepcam_hvd.horovod_tuning import Workload
 from deepcam_hvd.launchers import LaunchInfo, detect_launch
+from deepcam_hvd.packages import installed_version
 from deepcam_hvd.threads import ThreadPlan, apply_threads, plan_threads
 
 
@@ -64,15 +65,6 @@ class Runtime:
             "python": platform.python_version(),
             "horovod_build": horovod_build(),
         }
-
-
-def installed_version(module: str) -> str | None:
-    """The version of the distribution that provides ``module`` (tensorflow comes as
-    tensorflow-cpu, tensorflow, ...), read from its metadata without importing it."""
-    from importlib.metadata import packages_distributions, version
-
-    names = sorted(packages_distributions().get(module, []))
-    return version(names[0]) if names else None
 
 
 def start_runtime(

@@ -7,8 +7,6 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
-import torch
-
 from deepcam_hvd.errors import ConfigError
 
 
@@ -68,5 +66,7 @@ def plan_threads(env: Mapping[str, str], local_size: int,
 
 def apply_threads(plan: ThreadPlan) -> None:
     """Set torch's intra-op threads (and OMP_NUM_THREADS for any child processes)."""
+    import torch
+
     torch.set_num_threads(plan.threads)
     os.environ["OMP_NUM_THREADS"] = str(plan.threads)

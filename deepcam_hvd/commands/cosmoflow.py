@@ -15,6 +15,7 @@ from typing import Any
 
 import click
 
+from deepcam_hvd.commands.info import json_option, output_option, show_ranks
 from deepcam_hvd.commands.options import runtime_options
 from deepcam_hvd.cosmoflow.config import (
     DATA_FORMATS,
@@ -115,6 +116,30 @@ def train(launcher: str, backend: str, device: str, decay_schedule: str,
         runtime.backend.shutdown()
     if summary.stopped_by.startswith("signal"):
         raise SystemExit(EXIT_PREEMPTED)
+
+
+@cosmoflow.command("info")
+@json_option
+@output_option
+@click.option("--cube", type=click.IntRange(min=32), default=None,
+              help="Show the Horovod settings a run on this cube size would get (with "
+                   "--local_batch_size).")
+@click.option("--local_batch_size", "--batch", "batch", type=click.IntRange(min=1),
+              default=facts.LOCAL_BATCH_SIZE, show_default=True)
+@click.option("--inter_threads", type=click.IntRange(min=0), default=None,
+              help="TF inter-op threads (0: TensorFlow chooses; default: min(2, threads)).")
+@runtime_options
+def info(as_json: bool, output: str | None, cube: int | None, batch: int,
+         inter_threads: int | None, launcher: str, backend: str, device: str) -> None:
+    """Show, per rank, how this launch is wired for TensorFlow (run it under your launcher)."""
+    from deepcam_hvd.cosmoflow.runtime import start_tf_runtime
+
+    runtime = start_tf_runtime(launcher, backend, device, inter_threads=inter_threads,
+                               workload=CosmoWorkload(cube, batch) if cube else None)
+    try:
+        show_ranks(runtime.backend, runtime.describe(), as_json, output)
+    finally:
+        runtime.backend.shutdown()
 
 
 @cosmoflow.group("data")

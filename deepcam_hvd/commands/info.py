@@ -1,4 +1,7 @@
-"""``deepcam-hvd info``: what each rank sees (launcher, backend, layout, device, threads)."""
+"""``deepcam-hvd info``: what each rank sees (launcher, backend, layout, device, threads).
+
+The table and ``show_ranks`` serve ``deepcam-hvd cosmoflow info`` too (the TensorFlow runtime's
+facts have the same keys), so this module imports no framework at load time."""
 
 from __future__ import annotations
 
@@ -10,8 +13,8 @@ import click
 
 from deepcam_hvd.commands.options import runtime_options
 from deepcam_hvd.config import read_config_file, resolve_config
+from deepcam_hvd.distributed.communicator import Communicator
 from deepcam_hvd.horovod_tuning import workload_for_config
-from deepcam_hvd.runtime import start_runtime
 
 
 def format_table(ranks: list[dict[str, Any]]) -> str:
@@ -25,7 +28,7 @@ def format_table(ranks: list[dict[str, Any]]) -> str:
     lines = [
         f"launcher {ranks[0]['launcher']}, backend {ranks[0]['backend']}"
         + (f" ({ranks[0]['controller']})" if ranks[0].get("controller") else "")
-        + f", {len(ranks)} rank(s); torch {ranks[0]['torch']}; "
+        + f", {len(ranks)} rank(s); torch {ranks[0]['torch'] or 'not installed'}; "
         f"tensorflow {tf or 'not installed'}; horovod {built}; "
         f"allocator {ranks[0]['allocator']}",
         f"{'rank':>4} {'local':>7} {'host':<16} {'device':<8} {'threads':>7}  cores  (source)",
@@ -56,11 +59,28 @@ def horovod_lines(ranks: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def show_ranks(comm: Communicator, facts: dict[str, Any], as_json: bool,
+               output: str | None) -> None:
+    """Collective: gather every rank's ``facts``; rank 0 prints the table (or JSON) and writes
+    ``output``."""
+    ranks = comm.allgather_object(facts)
+    if comm.is_root:
+        document = json.dumps({"size": comm.size, "ranks": ranks}, indent=2)
+        click.echo(document if as_json else format_table(ranks))
+        if output:
+            Path(output).write_text(document + "\n")
+
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+output_option = click.option(
+    "--output", type=click.Path(dir_okay=False, writable=True), default=None,
+    help="Also write the JSON document to this file (rank 0), e.g. under horovodrun, which "
+         "prefixes every printed line with the rank.")
+
+
 @click.command()
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
-@click.option("--output", type=click.Path(dir_okay=False, writable=True), default=None,
-              help="Also write the JSON document to this file (rank 0), e.g. under horovodrun, "
-                   "which prefixes every printed line with the rank.")
+@json_option
+@output_option
 @click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False),
               default=None,
               help="A training config (TOML/YAML/JSON, as for train --config): show the Horovod "
@@ -69,15 +89,13 @@ def horovod_lines(ranks: list[dict[str, Any]]) -> list[str]:
 @runtime_options
 def info(as_json: bool, output: str | None, config_file: str | None, launcher: str,
          backend: str, device: str) -> None:
-    """Show, per rank, how this launch is wired (run it under your launcher)."""
+    """Show, per rank, how this launch is wired for PyTorch (DeepCAM; run it under your
+    launcher). ``deepcam-hvd cosmoflow info`` shows the TensorFlow wiring."""
+    from deepcam_hvd.runtime import start_runtime
+
     workload = None
     if config_file:
         workload = workload_for_config(resolve_config(read_config_file(config_file)))
     runtime = start_runtime(launcher, backend, device, workload=workload)
-    ranks = runtime.backend.allgather_object(runtime.describe())  # every rank calls it
-    if runtime.backend.is_root:
-        document = json.dumps({"size": runtime.size, "ranks": ranks}, indent=2)
-        click.echo(document if as_json else format_table(ranks))
-        if output:
-            Path(output).write_text(document + "\n")
+    show_ranks(runtime.backend, runtime.describe(), as_json, output)
     runtime.backend.shutdown()

@@ -15,6 +15,7 @@ from deepcam_hvd.jobs import (
     get_system,
     load_systems,
     render,
+    venv_warning,
 )
 
 
@@ -91,7 +92,11 @@ def render_job(system: str, nodes: int, workload: str, preset: str | None, data:
         job_name=job_name, venv=venv, hosts=hosts, srun_mpi=srun_mpi,
         modules=list(modules) if modules else None, signal_seconds=signal_seconds,
         info_step=info_step, train_args=list(train_args))
-    script = render(get_system(system), req)
+    chosen = get_system(system)
+    script = render(chosen, req)
+    warning = venv_warning(chosen, req)
+    if warning:
+        click.echo(f"deepcam-hvd: warning: {warning}", err=True)
     if out_file is None:
         click.echo(script, nl=False)
         return

@@ -1,6 +1,6 @@
 """CosmoFlow checkpoints: what a Keras run must save to continue exactly, in the project's file
-format (``deepcam_hvd.train.checkpoint``: atomic write, SHA-256 checksum, newest K kept,
-loaded with ``weights_only=True``).
+format (``deepcam_hvd.train.checkpoint``: atomic write, SHA-256 checksum, newest K kept), with
+its numpy payload: arrays in an .npz, the rest as JSON, no torch and no pickle.
 
 A run continues bit for bit when it gets back: the model's weights, the optimizer's variables
 (step count and momenta), the dropout layers' random-generator states (TF's stateful
@@ -16,10 +16,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from deepcam_hvd.distributed.agreement import run_on_root
-from deepcam_hvd.distributed.base import Backend
+from deepcam_hvd.distributed.communicator import Communicator
 from deepcam_hvd.errors import ConfigError
 from deepcam_hvd.train.checkpoint import (
     check_compatible,
@@ -64,7 +63,7 @@ def optimizer_variables(optimizer: Any) -> list[tf.Variable]:
 class CosmoCheckpointer:
     """Finds, restores and writes ``output_dir/checkpoints/cosmoflow_step*.ckpt``."""
 
-    def __init__(self, backend: Backend, output_dir: Path, identity: dict[str, Any],
+    def __init__(self, backend: Communicator, output_dir: Path, identity: dict[str, Any],
                  keep: int = 2) -> None:
         self.backend = backend
         self.directory = output_dir / "checkpoints"
@@ -98,13 +97,13 @@ class CosmoCheckpointer:
         """Load weights, optimizer variables and dropout generator states; return the position.
 
         The optimizer's variables are created first (they appear at its first step)."""
-        model.set_weights([t.numpy() for t in state["weights"]])
+        model.set_weights([np.asarray(w) for w in state["weights"]])
         optimizer.build(model.trainable_variables)
         for variable, value in zip(optimizer_variables(optimizer), state["optimizer"],
                                    strict=True):
-            variable.assign(value.numpy())
+            variable.assign(np.asarray(value))
         for generator, value in zip(random_generators(model), state["rng"], strict=True):
-            generator.state.assign(value.numpy())
+            generator.state.assign(np.asarray(value))
         return Position(int(state["epoch"]), int(state["batch"]))
 
     def save(self, model: tf.keras.Model, optimizer: Any, position: Position, seed: int,
@@ -119,15 +118,14 @@ class CosmoCheckpointer:
         def write() -> None:
             state = {
                 "identity": self.identity,
-                "weights": [torch.from_numpy(np.array(w)) for w in model.get_weights()],
-                "optimizer": [torch.from_numpy(np.array(v.numpy())) for v in variables],
-                "rng": [torch.from_numpy(np.array(g.state.numpy()))
-                        for g in random_generators(model)],
+                "weights": [np.array(w) for w in model.get_weights()],
+                "optimizer": [np.array(v.numpy()) for v in variables],
+                "rng": [np.array(g.state.numpy()) for g in random_generators(model)],
                 "epoch": position.epoch, "batch": position.batch, "step": step, "seed": seed,
                 "progress": plain_state(progress), "summary": plain_state(summary),
                 "config": plain_state(config), "world_size": self.backend.size,
             }
-            save_checkpoint(state, path, keep=self.keep)
+            save_checkpoint(state, path, keep=self.keep, payload_format="numpy")
 
         run_on_root(self.backend, write, str(self.directory))
         return path

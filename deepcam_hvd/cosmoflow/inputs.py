@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from deepcam_hvd.data import sharding
-from deepcam_hvd.distributed.base import Backend
+from deepcam_hvd.distributed.communicator import Communicator
 from deepcam_hvd.errors import DataError
 
 if TYPE_CHECKING:
@@ -94,7 +94,7 @@ def open_source(root: str, data_format: str = "auto", n_train: int = 0, n_valid:
     return source
 
 
-def stage_root(source: DataSource, staging_dir: str, backend: Backend) -> StageResult:
+def stage_root(source: DataSource, staging_dir: str, backend: Communicator) -> StageResult:
     """Copy both splits to ``staging_dir`` (node-local), this rank's share of them (the node's
     ranks share the copying). Every node gets every file, since each epoch's order draws
     from all of them. Call it through ``run_agreed``, whose collective waits for all ranks."""

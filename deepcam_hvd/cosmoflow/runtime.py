@@ -9,8 +9,9 @@ runtime's own, imported. What differs is only where TensorFlow's API differs:
 - threads are TF's intra-op pool (= the planned threads) and inter-op pool
   (:func:`inter_op_threads`), set before TF's runtime starts;
 - the communicator is ``horovod.tensorflow.keras`` (more than one rank) wrapped as a
-  :class:`~deepcam_hvd.distributed.base.Backend`, so the neutral helpers (``run_on_root``,
-  ``run_seed``, ``StopAgreement``) work unchanged; one process needs no Horovod;
+  :class:`~deepcam_hvd.distributed.communicator.Communicator`, so the neutral helpers
+  (``run_on_root``, ``run_seed``, ``StopAgreement``) work unchanged; one process needs no
+  Horovod. Nothing here imports torch: a TensorFlow rank never loads it;
 - the GPU is pinned with ``tf.config.set_visible_devices`` by the communicator's local rank.
 """
 
@@ -24,8 +25,9 @@ from collections.abc import MutableMapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from deepcam_hvd.allocator import active_allocator
 from deepcam_hvd.device import DEVICE_CHOICES, gpu_index
-from deepcam_hvd.distributed.base import Backend, Group, ReduceOp
+from deepcam_hvd.distributed.communicator import Communicator, LocalCommunicator, ReduceOp
 from deepcam_hvd.distributed.horovod_common import (
     HorovodRanks,
     check_communicator,
@@ -35,11 +37,11 @@ from deepcam_hvd.distributed.select import resolve_backend_name
 from deepcam_hvd.errors import ConfigError, LaunchError
 from deepcam_hvd.horovod_tuning import CosmoWorkload, HorovodTuning, tune
 from deepcam_hvd.launchers import LaunchInfo, detect_launch
+from deepcam_hvd.packages import installed_version
 from deepcam_hvd.threads import ThreadPlan, plan_threads
 
 if TYPE_CHECKING:
     import tensorflow as tf
-    import torch
 
 ONEDNN_VARIABLE = "TF_ENABLE_ONEDNN_OPTS"
 TF_LOG_VARIABLE = "TF_CPP_MIN_LOG_LEVEL"
@@ -139,12 +141,12 @@ def horovod_tf_build() -> dict[str, Any]:
             "cuda": bool(hvd.cuda_built()), "rocm": bool(hvd.rocm_built())}
 
 
-class HorovodTFBackend(HorovodRanks, Backend):
-    """Collectives through ``horovod.tensorflow.keras``, behind the project's Backend API.
+class HorovodTFCommunicator(HorovodRanks, Communicator):
+    """Collectives through ``horovod.tensorflow.keras``, behind the project's Communicator API.
 
-    Tensors arrive and leave as torch tensors (what the neutral helpers pass: small flags and
-    figures) and travel as numpy through Horovod's TensorFlow ops. Gradients never come here:
-    the Keras optimizer is wrapped by :meth:`TFRuntime.distributed_optimizer`.
+    Numbers (what the neutral helpers pass: flags and figures) travel as float64 tensors
+    through Horovod's TensorFlow ops. Gradients never come here: the Keras optimizer is
+    wrapped by :meth:`TFRuntime.distributed_optimizer`.
     """
 
     name = "horovod"
@@ -167,27 +169,14 @@ class HorovodTFBackend(HorovodRanks, Backend):
         self._object_ops += 1
         return f"cosmoflow.{kind}.{self._object_ops}"
 
-    def allreduce(self, tensor: torch.Tensor, op: ReduceOp = "mean",
-                  group: Group | None = None) -> torch.Tensor:
+    def allreduce_values(self, values: Sequence[float], op: ReduceOp = "sum") -> list[float]:
         import horovod.tensorflow as hvd_tf
         import tensorflow as tf
-        import torch
 
-        if group is not None and group.size != self.size:
-            raise NotImplementedError("CosmoFlow reduces over all ranks only")
-        out = hvd_tf.allreduce(tf.constant(tensor.detach().cpu().numpy()),
+        out = hvd_tf.allreduce(tf.constant([float(v) for v in values], dtype=tf.float64),
                                op=hvd_tf.Average if op == "mean" else hvd_tf.Sum,
                                name=self._name(f"allreduce.{op}"))
-        return torch.from_numpy(out.numpy().copy())
-
-    def broadcast(self, tensor: torch.Tensor, root: int = 0) -> torch.Tensor:
-        import horovod.tensorflow as hvd_tf
-        import tensorflow as tf
-        import torch
-
-        out = hvd_tf.broadcast(tf.constant(tensor.detach().cpu().numpy()), root_rank=root,
-                               name=self._name("broadcast"))
-        return torch.from_numpy(out.numpy().copy())
+        return [float(v) for v in out.numpy()]
 
     def broadcast_object(self, obj: Any, root: int = 0) -> Any:
         import horovod.tensorflow as hvd_tf
@@ -198,16 +187,6 @@ class HorovodTFBackend(HorovodRanks, Backend):
         import horovod.tensorflow as hvd_tf
 
         return list(hvd_tf.allgather_object(obj, name=self._name("gather")))
-
-    def distributed_optimizer(self, optimizer: Any, model: Any, accumulation_steps: int = 1,
-                              compression: str = "none") -> Any:
-        raise NotImplementedError("a Keras optimizer is wrapped by "
-                                  "TFRuntime.distributed_optimizer")
-
-    def make_groups(self, group_size: int) -> Group:
-        if group_size not in (1, self.size):
-            raise ConfigError(f"CosmoFlow has no batch-norm groups (asked for {group_size})")
-        return Group(tuple(range(self.size)) if group_size == self.size else (self.rank,))
 
     def shutdown(self) -> None:
         self._hvd.shutdown()
@@ -222,7 +201,7 @@ class TFRuntime:
     """Everything CosmoFlow needs to know about where and how this rank runs."""
 
     launch: LaunchInfo
-    backend: Backend  # LocalBackend (one process) or HorovodTFBackend
+    backend: Communicator  # LocalCommunicator (one process) or HorovodTFCommunicator
     device: str  # TF device name: '/CPU:0' or '/GPU:0' (this rank's own GPU)
     threads: ThreadPlan
     intra_threads: int  # TF's pools as in effect
@@ -244,7 +223,7 @@ class TFRuntime:
     @property
     def distributed(self) -> bool:
         """True when gradients are averaged by Horovod (more than one rank)."""
-        return isinstance(self.backend, HorovodTFBackend)
+        return isinstance(self.backend, HorovodTFCommunicator)
 
     def distributed_optimizer(self, optimizer: tf.keras.optimizers.Optimizer
                               ) -> tf.keras.optimizers.Optimizer:
@@ -276,10 +255,15 @@ class TFRuntime:
             "local_rank": self.backend.local_rank, "local_size": self.backend.local_size,
             "host": socket.gethostname(), "pid": os.getpid(), "device": self.device,
             "threads": self.threads.threads, "thread_source": self.threads.source,
+            "bound_cores": self.threads.bound_cores, "node_cores": self.threads.node_cores,
             "intra_op_threads": self.intra_threads, "inter_op_threads": self.inter_threads,
             "onednn": f"{os.environ.get(ONEDNN_VARIABLE, '')} ({self.onednn})",
-            "horovod_tuning": _tuning_line(self.tuning),
-            "tensorflow": tf.__version__, "python": platform.python_version(),
+            "allocator": active_allocator(),
+            "horovod": _tuning_line(self.tuning),
+            "horovod_tuning": self.tuning.as_dict() if self.tuning else None,
+            "horovod_build": {**horovod_tf_build(), "frameworks": ["tensorflow"]},
+            "tensorflow": tf.__version__, "torch": installed_version("torch"),
+            "python": platform.python_version(),
         }
 
 
@@ -310,7 +294,7 @@ def start_tf_runtime(launcher: str = "auto", backend: str = "auto", device: str 
     name = resolve_backend_name(backend, launch)
     plan = plan_threads(env, launch.local_size)
     tuning = None
-    comm: Backend
+    comm: Communicator
     if name == "horovod":
         check_horovod_launch(horovod_tf_build(), launch, env, "TensorFlow")
         gpu = device == "cuda" or (device == "auto" and _tf_sees_gpu())
@@ -319,11 +303,9 @@ def start_tf_runtime(launcher: str = "auto", backend: str = "auto", device: str 
         # HOROVOD_* variables win. Horovod reads them once, in hvd.init().
         tuning = tune("cuda" if gpu else "cpu", launch.transport, launch.local_size, workload,
                       env, framework="tensorflow", ranks=launch.size)
-        comm = HorovodTFBackend(launch)
+        comm = HorovodTFCommunicator(launch)
     else:
-        from deepcam_hvd.distributed.local import LocalBackend
-
-        comm = LocalBackend()
+        comm = LocalCommunicator()
     if comm.size != launch.size:
         raise LaunchError(f"{launch.launcher} reports {launch.size} ranks but the {name} "
                           f"backend's communicator has {comm.size}")

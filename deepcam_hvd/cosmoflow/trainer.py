@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import tensorflow as tf
-import torch
 
 from deepcam_hvd.allocator import active_allocator
 from deepcam_hvd.cosmoflow import mlperf
@@ -238,8 +237,8 @@ class CosmoTrainer:
             result = self.model.evaluate(data, verbose=0, return_dict=True)
         n = float(len(self.validation_files))
         metric = facts.EVAL_METRIC.removeprefix("val_")
-        total = self.backend.allreduce(torch.tensor(
-            [result[metric] * n, result["loss"] * n, n], dtype=torch.float64), "sum").tolist()
+        total = self.backend.allreduce_values(
+            [result[metric] * n, result["loss"] * n, n], "sum")
         return total[0] / total[2], total[1] / total[2]
 
     # ---- components and helpers -----------------------------------------------------------

@@ -16,30 +16,34 @@ What the trainer calls::
 
 from __future__ import annotations
 
-from deepcam_hvd.workloads.deepcam import CHANNEL_NAMES, CLASS_NAMES, NUM_CHANNELS, NUM_CLASSES
+import importlib
+from typing import Any
 
-from .layout import list_split, stats_path
-from .loader import (
-    Batch,
-    Loaders,
-    LoaderSettings,
-    ShardLoader,
-    build_loaders,
-    make_reader,
-    train_loader,
-    validation_loader,
-)
-from .normalize import Normalizer, resolve_channels
-from .reader import SampleReader, read_hdf5, read_npy, read_raw
-from .sharding import (
-    epoch_permutation,
-    local_share,
-    local_train_shard,
-    train_shard,
-    validation_counts,
-    validation_shard,
-)
-from .stats import Stats, read_stats, write_stats
+# Names resolve on first use (PEP 562), so that importing a light submodule (``sharding``, which
+# CosmoFlow's TensorFlow ranks use) does not load the torch loader with it.
+_SOURCES = {
+    "CHANNEL_NAMES": "deepcam_hvd.workloads.deepcam",
+    "CLASS_NAMES": "deepcam_hvd.workloads.deepcam",
+    "NUM_CHANNELS": "deepcam_hvd.workloads.deepcam",
+    "NUM_CLASSES": "deepcam_hvd.workloads.deepcam",
+    **dict.fromkeys(("list_split", "stats_path"), "deepcam_hvd.data.layout"),
+    **dict.fromkeys(("Batch", "Loaders", "LoaderSettings", "ShardLoader", "build_loaders",
+                     "make_reader", "train_loader", "validation_loader"),
+                    "deepcam_hvd.data.loader"),
+    **dict.fromkeys(("Normalizer", "resolve_channels"), "deepcam_hvd.data.normalize"),
+    **dict.fromkeys(("SampleReader", "read_hdf5", "read_npy", "read_raw"),
+                    "deepcam_hvd.data.reader"),
+    **dict.fromkeys(("epoch_permutation", "local_share", "local_train_shard", "train_shard",
+                     "validation_counts", "validation_shard"), "deepcam_hvd.data.sharding"),
+    **dict.fromkeys(("Stats", "read_stats", "write_stats"), "deepcam_hvd.data.stats"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _SOURCES:
+        raise AttributeError(f"module 'deepcam_hvd.data' has no attribute {name!r}")
+    return getattr(importlib.import_module(_SOURCES[name]), name)
+
 
 __all__ = [
     "CHANNEL_NAMES",

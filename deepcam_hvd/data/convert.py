@@ -8,7 +8,6 @@ converts files r, r + size, ... of the list of all samples of all splits.
 from __future__ import annotations
 
 import os
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,9 +15,9 @@ from pathlib import Path
 import numpy as np
 
 from deepcam_hvd.distributed.agreement import agree, run_agreed
-from deepcam_hvd.distributed.base import Backend
+from deepcam_hvd.distributed.communicator import Communicator
 from deepcam_hvd.errors import DataError
-from deepcam_hvd.files import atomic_path
+from deepcam_hvd.files import copy_atomic, save_npy
 
 from . import sharding
 from .layout import (
@@ -41,13 +40,6 @@ class ConvertReport:
     bytes_written: int
 
 
-def save_npy(path: Path, array: np.ndarray) -> int:
-    """Save ``array`` to ``path`` atomically (temporary file, then rename); return its size."""
-    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-        np.save(fh, np.ascontiguousarray(array), allow_pickle=False)
-    return path.stat().st_size
-
-
 def convert_sample(src: SplitFiles, name: str, dst_dir: Path) -> int:
     """Convert one HDF5 sample of ``src`` into the npy pair in ``dst_dir``; bytes written."""
     data, label = read_stored(src.paths(name), "hdf5")
@@ -55,13 +47,6 @@ def convert_sample(src: SplitFiles, name: str, dst_dir: Path) -> int:
         data = data.astype(np.float32)
     data_path, label_path = sample_paths(dst_dir, name, "npy")
     return save_npy(data_path, data) + save_npy(label_path, label)
-
-
-def copy_atomic(src: Path, dst: Path) -> int:
-    """Copy file ``src`` to ``dst`` through a temporary name; return the bytes copied."""
-    with atomic_path(dst) as tmp:
-        shutil.copyfile(src, tmp)
-    return dst.stat().st_size
 
 
 def _list_sources(src: Path, splits: list[str] | None) -> dict[str, SplitFiles]:
@@ -82,7 +67,7 @@ def _list_sources(src: Path, splits: list[str] | None) -> dict[str, SplitFiles]:
 def convert_dataset(
     src: str | os.PathLike[str],
     dst: str | os.PathLike[str],
-    backend: Backend,
+    backend: Communicator,
     splits: list[str] | None = None,
 ) -> ConvertReport:
     """Collective: convert the HDF5 root ``src`` to the npy form under ``dst``.

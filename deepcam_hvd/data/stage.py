@@ -26,9 +26,9 @@ from pathlib import Path
 from deepcam_hvd.distributed.agreement import agree, run_agreed
 from deepcam_hvd.distributed.base import Backend
 from deepcam_hvd.errors import ConfigError, DeepcamError
+from deepcam_hvd.files import copy_atomic
 
 from . import sharding
-from .convert import copy_atomic
 from .layout import SplitFiles, list_split, stats_path, write_manifest
 
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TypeVar
 
-from deepcam_hvd.distributed.base import Backend
+from deepcam_hvd.distributed.communicator import Communicator
 from deepcam_hvd.errors import DataError, DeepcamError
 
 T = TypeVar("T")
 
 
-def agree(backend: Backend, error: str | None) -> None:
+def agree(backend: Communicator, error: str | None) -> None:
     """Collective: raise DataError on every rank if any rank passes an error message.
 
     The message raised is the lowest failing rank's, with the number of failing ranks.
@@ -24,7 +24,7 @@ def agree(backend: Backend, error: str | None) -> None:
         raise DataError(f"{msg}{more}" if rank == backend.rank else f"rank {rank}: {msg}{more}")
 
 
-def run_agreed(backend: Backend, step: Callable[[], T]) -> T | None:
+def run_agreed(backend: Communicator, step: Callable[[], T]) -> T | None:
     """Collective: run ``step`` here, then fail on every rank if it failed on any.
 
     ``step`` should only raise DeepcamError (or OSError) for problems the user can fix.
@@ -41,7 +41,7 @@ def run_agreed(backend: Backend, step: Callable[[], T]) -> T | None:
     return result
 
 
-def run_on_root(backend: Backend, action: Callable[[], None], what: str) -> None:
+def run_on_root(backend: Communicator, action: Callable[[], None], what: str) -> None:
     """Collective: run ``action`` on rank 0 only, then fail on every rank if it failed there.
 
     For rank-0 work that peers must not wait on alone (output directory, checkpoint writes).

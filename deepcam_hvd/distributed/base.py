@@ -1,67 +1,27 @@
-"""The one interface every communication backend implements (horovod, torch, local)."""
+"""The PyTorch communication interface every torch backend implements (horovod, torch, local).
+
+:class:`Backend` is a :class:`~deepcam_hvd.distributed.communicator.Communicator` (ranks,
+objects, small numbers: what every framework shares) that also moves torch tensors, wraps torch
+optimizers and broadcasts a module's state.
+"""
 
 from __future__ import annotations
 
 import contextlib
-from abc import ABC, abstractmethod
+from abc import abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import torch
 
-ReduceOp = Literal["sum", "mean"]
+from deepcam_hvd.distributed.communicator import Communicator, Group, ReduceOp, partition
+
+__all__ = ["Backend", "Group", "ReduceOp", "averaging_optimizer", "partition"]
 
 
-@dataclass(frozen=True)
-class Group:
-    """A subset of ranks that reduces together (e.g. for group batch-norm).
-
-    ``ranks`` are global ranks in ascending order; ``handle`` is the backend's own object.
-    """
-
-    ranks: tuple[int, ...]
-    handle: Any = None
-
-    @property
-    def size(self) -> int:
-        """Number of ranks in the group."""
-        return len(self.ranks)
-
-
-class Backend(ABC):
-    """How ranks talk to each other. Collectives must be called by every rank, in order."""
-
-    name: str = "abstract"
-
-    @property
-    @abstractmethod
-    def rank(self) -> int:
-        """Global rank of this process."""
-
-    @property
-    @abstractmethod
-    def size(self) -> int:
-        """Number of processes."""
-
-    @property
-    @abstractmethod
-    def local_rank(self) -> int:
-        """Rank of this process among those on the same node."""
-
-    @property
-    @abstractmethod
-    def local_size(self) -> int:
-        """Number of processes on this node."""
-
-    @property
-    def is_root(self) -> bool:
-        """True on global rank 0."""
-        return self.rank == 0
-
-    @abstractmethod
-    def barrier(self) -> None:
-        """Block until every rank reaches this point."""
+class Backend(Communicator):
+    """How torch ranks talk. Collectives must be called by every rank, in order."""
 
     @abstractmethod
     def allreduce(
@@ -80,9 +40,17 @@ class Backend(ABC):
         result = self.allreduce(tensor, op)
         return lambda: result
 
-    def allreduce_scalar(self, value: float, op: ReduceOp = "mean") -> float:
-        """Sum or mean of a Python number over all ranks, as a float (in float64)."""
-        return float(self.allreduce(torch.tensor([float(value)], dtype=torch.float64), op)[0])
+    def allreduce_values(self, values: Sequence[float], op: ReduceOp = "sum") -> list[float]:
+        """Element-wise sum or mean of a few Python numbers over all ranks, in float64."""
+        return self.allreduce(torch.tensor([float(v) for v in values], dtype=torch.float64),
+                              op).tolist()
+
+    def start_count_sum(self, counts: Sequence[float], name: str) -> Callable[[], list[float]]:
+        """Start summing small counts in the background (float32, exact below 2**24, so that
+        Horovod fuses them with the step's float32 gradients); return the wait."""
+        wait = self.allreduce_start(torch.tensor([float(c) for c in counts],
+                                                 dtype=torch.float32), "sum", name=name)
+        return lambda: wait().tolist()
 
     @abstractmethod
     def broadcast(self, tensor: torch.Tensor, root: int = 0) -> torch.Tensor:
@@ -97,14 +65,6 @@ class Backend(ABC):
                        group: Group | None = None) -> list[torch.Tensor]:
         """``allreduce`` of each tensor (overridden to run them together, as above)."""
         return [self.allreduce(t, op, group) for t in tensors]
-
-    @abstractmethod
-    def broadcast_object(self, obj: Any, root: int = 0) -> Any:
-        """Return the picklable ``obj`` as held by ``root`` on every rank."""
-
-    @abstractmethod
-    def allgather_object(self, obj: Any) -> list[Any]:
-        """Return the list of every rank's ``obj``, indexed by rank."""
 
     @abstractmethod
     def distributed_optimizer(
@@ -160,19 +120,6 @@ class Backend(ABC):
         Every rank must call this, with the same ``group_size``.
         """
 
-    def shutdown(self) -> None:  # noqa: B027 - optional hook, most backends need nothing
-        """Release the backend's resources (no-op by default)."""
-
-    def describe(self) -> dict[str, Any]:
-        """Facts about this backend for ``deepcam-hvd info``."""
-        return {"backend": self.name}
-
-
-def partition(size: int, group_size: int) -> list[Sequence[int]]:
-    """Consecutive rank groups of ``group_size``; ``group_size`` must divide ``size``."""
-    if group_size < 1 or size % group_size:
-        raise ValueError(f"group size {group_size} does not divide {size} ranks")
-    return [range(start, start + group_size) for start in range(0, size, group_size)]
 
 
 def _split_tensors(state: dict[str, Any]) -> tuple[dict[str, Any], list[torch.Tensor]]:

@@ -1,37 +1,20 @@
-"""Single-process backend: every collective is the identity."""
+"""Single-process torch backend: every collective is the identity."""
 
 from __future__ import annotations
 
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING
 
 from deepcam_hvd.distributed.base import Backend, Group, ReduceOp
+from deepcam_hvd.distributed.communicator import LocalCommunicator
+
+if TYPE_CHECKING:
+    import torch
 
 
-class LocalBackend(Backend):
+class LocalBackend(LocalCommunicator, Backend):
     """One process, no communication. Used when nothing launched more than one rank."""
 
     name = "local"
-
-    @property
-    def rank(self) -> int:
-        return 0
-
-    @property
-    def size(self) -> int:
-        return 1
-
-    @property
-    def local_rank(self) -> int:
-        return 0
-
-    @property
-    def local_size(self) -> int:
-        return 1
-
-    def barrier(self) -> None:
-        pass
 
     def allreduce(
         self, tensor: torch.Tensor, op: ReduceOp = "mean", group: Group | None = None
@@ -40,12 +23,6 @@ class LocalBackend(Backend):
 
     def broadcast(self, tensor: torch.Tensor, root: int = 0) -> torch.Tensor:
         return tensor.clone()
-
-    def broadcast_object(self, obj: Any, root: int = 0) -> Any:
-        return obj
-
-    def allgather_object(self, obj: Any) -> list[Any]:
-        return [obj]
 
     def distributed_optimizer(
         self,

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from deepcam_hvd.distributed.base import Backend
-from deepcam_hvd.distributed.local import LocalBackend
+from typing import TYPE_CHECKING
+
 from deepcam_hvd.errors import ConfigError
 from deepcam_hvd.horovod_tuning import Workload
 from deepcam_hvd.launchers import LaunchInfo
+
+if TYPE_CHECKING:  # torch backends: imported when one is created, never by TensorFlow ranks
+    from deepcam_hvd.distributed.base import Backend
 
 BACKEND_CHOICES = ("auto", "horovod", "torch", "local")
 
@@ -28,6 +31,8 @@ def create_backend(name: str, launch: LaunchInfo, device_request: str = "auto",
     """Start the named backend for this launch (``device_request`` decides gloo or nccl;
     ``workload``, when known, lets Horovod's settings be chosen from its step)."""
     if name == "local":
+        from deepcam_hvd.distributed.local import LocalBackend
+
         return LocalBackend()
     if name == "horovod":
         from deepcam_hvd.distributed.horovod_backend import HorovodBackend

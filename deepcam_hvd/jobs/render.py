@@ -6,10 +6,11 @@ no account, a continuation line with no ``--mpi``). A placeholder alone on its l
 to several lines (the ``module load`` block). Trailing blanks left by an empty value go.
 
 One template serves both workloads (``--workload``): ``{{train_command}}`` is
-``deepcam-hvd train`` or ``deepcam-hvd cosmoflow train``, and ``{{cosmoflow?}}`` is the word
-CosmoFlow in a CosmoFlow script and empty in a DeepCAM one, so a line holding it (a setting
-with a comment saying why) is in CosmoFlow scripts only. Presets, ``--config`` and
-``--run_tag`` are DeepCAM's; GPU systems render DeepCAM only (see :func:`_workload`).
+``deepcam-hvd train`` or ``deepcam-hvd cosmoflow train`` (``{{info_command}}`` likewise), and
+``{{cosmoflow?}}`` is the word CosmoFlow in a CosmoFlow script and empty in a DeepCAM one, so a
+line holding it (a setting with a comment saying why) is in CosmoFlow scripts only. Presets,
+``--config`` and ``--run_tag`` are DeepCAM's. On GPU systems each workload needs its own
+install profile (``{{profile}}``, :data:`GPU_PROFILES`); CosmoFlow has none for AMD GPUs.
 
 Every script trains in a directory of its own under the output root: ``ROOT/JOBNAME-JOBID``
 for Slurm (a requeued job keeps its id and so resumes its own unfinished run with
@@ -41,6 +42,14 @@ DEFAULT_OUTPUT_ROOT = "runs"
 WORKLOADS = ("deepcam", "cosmoflow")
 DEFAULT_WORKLOAD = "deepcam"
 TRAIN_COMMANDS = {"deepcam": "deepcam-hvd train", "cosmoflow": "deepcam-hvd cosmoflow train"}
+INFO_COMMANDS = {"deepcam": "deepcam-hvd info", "cosmoflow": "deepcam-hvd cosmoflow info"}
+#: The install profile (backends/profiles/) whose venv a GPU job runs in, by GPU kind and
+#: workload: one venv cannot hold torch's CUDA 13 build and TensorFlow's CUDA 12.2 build
+#: (backends/README.md, "GPU profiles and TensorFlow"); there is no TensorFlow ROCm profile.
+GPU_PROFILES = {("cuda", "deepcam"): "nvidia-nccl", ("rocm", "deepcam"): "amd-rccl",
+                ("cuda", "cosmoflow"): "nvidia-nccl-tf"}
+#: Written by backends/install.sh into the venv: the profile it was installed with.
+PROFILE_MARKER = ".deepcam-profile"
 TITLES = {"deepcam": "DeepCAM", "cosmoflow": "CosmoFlow"}
 DATA_LAYOUTS = {"deepcam": "train/, validation/, stats.h5",
                 "cosmoflow": "train/ and validation/ of TFRecord or .npy samples"}
@@ -136,12 +145,11 @@ def _workload(system: System, req: RenderRequest) -> str:
     """The workload to train; CosmoFlow only where the install can run it distributed."""
     if req.workload not in WORKLOADS:
         raise ConfigError(f"--workload {req.workload!r} is not one of {', '.join(WORKLOADS)}")
-    if req.workload == "cosmoflow" and system.gpus_per_node:
-        # backends/README.md, "GPU profiles and TensorFlow": tensorflow-cpu and a Horovod
-        # without its TF extension, so a CosmoFlow job there could not even start.
-        raise ConfigError(f"--workload cosmoflow: {system.name} is a GPU system and the GPU "
-                          "installs (nvidia-nccl, amd-rccl) have no TensorFlow GPU build and "
-                          "no Horovod TensorFlow extension; render it for a CPU system")
+    if system.gpus_per_node and (system.hardware.gpu_kind, req.workload) not in GPU_PROFILES:
+        raise ConfigError(f"--workload {req.workload}: {system.name} has "
+                          f"{system.hardware.accelerator} GPUs and there is no install profile "
+                          f"for {TITLES[req.workload]} on them (TensorFlow's ROCm build is "
+                          "untried, backends/README.md); render it for a CPU or NVIDIA system")
     if req.workload == "cosmoflow" and req.config:
         raise ConfigError("--config is read by DeepCAM's train only; give CosmoFlow's "
                           "settings after '--' (e.g. -- --max_epochs 64)")
@@ -228,6 +236,8 @@ def render_values(system: System, req: RenderRequest) -> dict[str, str]:
         "workload": workload,
         "workload_title": TITLES[workload],
         "train_command": TRAIN_COMMANDS[workload],
+        "info_command": INFO_COMMANDS[workload],
+        "profile": job_profile(system, workload),
         "cosmoflow": TITLES["cosmoflow"] if workload == "cosmoflow" else "",
         "command_line": command_line(req),
         "job_name": job_name,
@@ -250,6 +260,32 @@ def render_values(system: System, req: RenderRequest) -> dict[str, str]:
         "info_step": "1" if req.info_step else "0",
     })
     return values
+
+
+def job_profile(system: System, workload: str) -> str:
+    """The install profile a GPU job of ``workload`` needs ("" on CPU systems)."""
+    if not system.gpus_per_node:
+        return ""
+    return GPU_PROFILES[(system.hardware.gpu_kind, workload)]
+
+
+def venv_warning(system: System, req: RenderRequest) -> str | None:
+    """A line when ``--venv`` (or this venv) says it was installed with another profile than
+    the GPU job needs; None when it matches, or cannot tell (no marker: a site's own install,
+    or a venv that lives on the cluster only)."""
+    if not system.gpus_per_node or req.workload not in WORKLOADS:
+        return None
+    venv = Path(req.venv).resolve() if req.venv else Path(sys.prefix)
+    try:
+        have = (venv / PROFILE_MARKER).read_text().strip()
+    except OSError:
+        return None
+    need = GPU_PROFILES.get((system.hardware.gpu_kind, req.workload))
+    if need is None or have == need:
+        return None
+    return (f"{venv} was installed with profile {have}, but a {TITLES[req.workload]} job on "
+            f"{system.name} needs one installed with DEEPCAM_BACKEND={need} "
+            "(backends/README.md); pass that venv as --venv")
 
 
 def command_line(req: RenderRequest) -> str:

@@ -44,6 +44,13 @@ class Hardware:
         """True when ranks compute on CPU cores."""
         return self.accelerator.lower() == "cpu"
 
+    @property
+    def gpu_kind(self) -> str:
+        """'rocm' for AMD Instinct accelerators (MI...), 'cuda' for other GPUs, '' for CPUs."""
+        if self.is_cpu:
+            return ""
+        return "rocm" if self.accelerator.upper().startswith("MI") else "cuda"
+
 
 @dataclass(frozen=True)
 class System:

@@ -1,7 +1,10 @@
-"""Checkpoints: atomic, checksummed, the last K kept, loaded with ``weights_only=True``.
+"""Checkpoints: atomic, checksummed, the last K kept, never unpickled.
 
 File layout: an 8-byte magic, the 64-character hex SHA-256 of the payload, a newline, then the
-payload written by ``torch.save``. Files are written to a temporary name, flushed to disk and
+payload. The magic says how the payload was written: ``DCHVDCK1`` by ``torch.save`` (PyTorch
+runs; read back with ``weights_only=True``), ``DCHVDNP1`` as a numpy ``.npz`` holding the
+arrays and a JSON document of everything else (TensorFlow runs, which never import torch; read
+back with ``allow_pickle=False``). Files are written to a temporary name, flushed to disk and
 renamed, so a kill during a save leaves the previous checkpoints intact and never a truncated
 file under a checkpoint's name.
 """
@@ -10,18 +13,22 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import math
 import re
+import zipfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
-import torch
 
 from deepcam_hvd.errors import ConfigError, DataError
 from deepcam_hvd.files import atomic_path
 
-MAGIC = b"DCHVDCK1"
+MAGIC = b"DCHVDCK1"  # payload written by torch.save
+MAGIC_NUMPY = b"DCHVDNP1"  # payload: .npz of the arrays + JSON of the rest
+PayloadFormat = Literal["torch", "numpy"]
+_ARRAY_KEY = "__array__"
 _NAME = re.compile(r"^(?P<prefix>.+)_step(?P<step>\d{9})\.ckpt$")
 
 
@@ -30,16 +37,25 @@ def checkpoint_path(directory: Path, prefix: str, step: int) -> Path:
     return directory / f"{prefix}_step{step:09d}.ckpt"
 
 
-def save_checkpoint(state: dict[str, Any], path: Path, keep: int = 2) -> Path:
-    """Write ``state`` atomically to ``path``; then delete all but the newest ``keep``."""
-    buffer = io.BytesIO()
-    torch.save(state, buffer)
-    payload = buffer.getvalue()
+def save_checkpoint(state: dict[str, Any], path: Path, keep: int = 2,
+                    payload_format: PayloadFormat = "torch") -> Path:
+    """Write ``state`` atomically to ``path``; then delete all but the newest ``keep``.
+
+    ``payload_format`` "torch": ``state`` holds torch tensors and plain values; "numpy": numpy
+    arrays and values that ``plain_state`` has made JSON-ready."""
+    if payload_format == "numpy":
+        magic, payload = MAGIC_NUMPY, _numpy_payload(state)
+    else:
+        import torch
+
+        buffer = io.BytesIO()
+        torch.save(state, buffer)
+        magic, payload = MAGIC, buffer.getvalue()
     digest = hashlib.sha256(payload).hexdigest().encode()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(path, durable=True) as tmp, open(tmp, "wb") as fh:
-            fh.write(MAGIC + digest + b"\n")
+            fh.write(magic + digest + b"\n")
             fh.write(payload)
     except OSError as exc:
         raise DataError(f"cannot write checkpoint {path}: {exc.strerror or exc}") from None
@@ -54,8 +70,9 @@ def save_checkpoint(state: dict[str, Any], path: Path, keep: int = 2) -> Path:
 
 
 def plain_state(value: Any) -> Any:
-    """``value`` as only the types ``torch.load(weights_only=True)`` reads back: dict keys as
-    strings, tuples as lists, numpy scalars as Python numbers, non-finite floats as None."""
+    """``value`` as only the types both payloads read back (``torch.load(weights_only=True)``,
+    JSON): dict keys as strings, tuples as lists, numpy scalars as Python numbers, non-finite
+    floats as None."""
     if isinstance(value, dict):
         return {str(k): plain_state(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
@@ -83,12 +100,60 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     except OSError as exc:
         raise DataError(f"checkpoint {path}: {exc.strerror}") from None
     header = len(MAGIC) + 65
-    if len(raw) < header or not raw.startswith(MAGIC) or raw[header - 1:header] != b"\n":
+    magic = raw[:len(MAGIC)]
+    if len(raw) < header or magic not in (MAGIC, MAGIC_NUMPY) or raw[header - 1:header] != b"\n":
         raise DataError(f"checkpoint {path}: not a deepcam-hvd checkpoint (bad header)")
     digest, payload = raw[len(MAGIC):header - 1], raw[header:]
     if hashlib.sha256(payload).hexdigest().encode() != digest:
         raise DataError(f"checkpoint {path}: checksum mismatch (truncated or corrupted)")
+    if magic == MAGIC_NUMPY:
+        try:
+            return _from_numpy_payload(payload)
+        except (ValueError, KeyError, OSError, zipfile.BadZipFile) as exc:  # e.g. a pickle
+            raise DataError(f"checkpoint {path}: unreadable numpy payload ({exc})") from None
+    import torch
+
     return torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
+
+
+def _numpy_payload(state: dict[str, Any]) -> bytes:
+    """``state`` as an .npz: each array its own member, the rest one JSON document in which an
+    array stands as ``{"__array__": index}``."""
+    arrays: list[np.ndarray] = []
+
+    def strip(value: Any) -> Any:
+        if isinstance(value, np.ndarray):
+            arrays.append(value)
+            return {_ARRAY_KEY: len(arrays) - 1}
+        if isinstance(value, dict):
+            return {k: strip(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [strip(v) for v in value]
+        return value
+
+    document = json.dumps(strip(state), allow_nan=False).encode()
+    buffer = io.BytesIO()
+    np.savez(buffer, document=np.frombuffer(document, dtype=np.uint8),
+             **{f"array{i}": a for i, a in enumerate(arrays)})
+    return buffer.getvalue()
+
+
+def _from_numpy_payload(payload: bytes) -> dict[str, Any]:
+    """Inverse of `_numpy_payload` (no pickle is ever read)."""
+    with np.load(io.BytesIO(payload), allow_pickle=False) as members:
+        arrays = {name: members[name] for name in members.files}
+    document = json.loads(arrays.pop("document").tobytes().decode())
+
+    def fill(value: Any) -> Any:
+        if isinstance(value, dict):
+            if set(value) == {_ARRAY_KEY}:
+                return arrays[f"array{value[_ARRAY_KEY]}"]
+            return {k: fill(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [fill(v) for v in value]
+        return value
+
+    return fill(document)
 
 
 def latest_valid_checkpoint(directory: Path, prefix: str) -> Path | None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 
-from deepcam_hvd.distributed.base import Backend
+from deepcam_hvd.distributed.communicator import Communicator
 
 _SEED_RANGE = 2**31 - 1  # what torch, numpy and the reference's int parser all accept
 
@@ -18,7 +18,7 @@ def clock_seed() -> int:
     return time.time_ns() // 1000 % (_SEED_RANGE - 1) + 1
 
 
-def run_seed(given: int, resumed: int | None, backend: Backend) -> tuple[int, str]:
+def run_seed(given: int, resumed: int | None, backend: Communicator) -> tuple[int, str]:
     """Collective: the seed every rank uses and where it came from (for the log line)."""
     if resumed:
         return resumed, "from the checkpoint"

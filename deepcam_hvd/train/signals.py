@@ -7,9 +7,7 @@ from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
-import torch
-
-from deepcam_hvd.distributed.base import Backend
+from deepcam_hvd.distributed.communicator import Communicator
 
 # Distinct exit code for "stopped by a signal after checkpointing": rerun to resume.
 EXIT_PREEMPTED = 75  # EX_TEMPFAIL: try again later
@@ -53,29 +51,26 @@ class StopAgreement:
     stop after the same step, at most one step after the signal reached any of them.
     """
 
-    def __init__(self, request: StopRequest, backend: Backend) -> None:
+    def __init__(self, request: StopRequest, backend: Communicator) -> None:
         self.request = request
         self.backend = backend
-        self._wait: Callable[[], torch.Tensor] | None = None
+        self._wait: Callable[[], list[float]] | None = None
         #: The signal the ranks agreed on (the first of STOP_SIGNALS any rank received), the
         #: same on every rank even where this rank received none.
         self.signal_name: str | None = None
 
     def start(self) -> None:
-        """Send this rank's flags, one per stop signal (float32, like the gradients they
-        travel with)."""
-        flags = torch.zeros(len(STOP_SIGNALS), dtype=torch.float32)
-        if self.request.signal_name is not None:
-            names = [sig.name for sig in STOP_SIGNALS]
-            flags[names.index(self.request.signal_name)] = 1.0
-        self._wait = self.backend.allreduce_start(flags, "sum", name="stop")
+        """Send this rank's flags, one per stop signal (they travel with the gradients where
+        the backend can fuse them)."""
+        flags = [1.0 if sig.name == self.request.signal_name else 0.0 for sig in STOP_SIGNALS]
+        self._wait = self.backend.start_count_sum(flags, name="stop")
 
     def agreed(self) -> bool:
         """Whether any rank had a stop request when the current step started."""
         if self._wait is None:
             return False
         wait, self._wait = self._wait, None
-        counts = wait().tolist()
+        counts = wait()
         for sig, count in zip(STOP_SIGNALS, counts, strict=True):
             if count > 0:
                 self.signal_name = sig.name

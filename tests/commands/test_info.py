@@ -10,7 +10,7 @@ import pytest
 
 from deepcam_hvd.commands.info import format_table, horovod_lines
 from deepcam_hvd.horovod_tuning import MAIN_THREAD_CYCLE_MS, Workload, estimate_step_s
-from deepcam_hvd.runtime import installed_version
+from deepcam_hvd.packages import installed_version
 from tests.launch import DEEPCAM, run_ranks
 
 

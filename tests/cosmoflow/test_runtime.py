@@ -21,7 +21,7 @@ from deepcam_hvd.cosmoflow.runtime import (  # noqa: E402
     prepare_environment,
     start_tf_runtime,
 )
-from deepcam_hvd.distributed.local import LocalBackend  # noqa: E402
+from deepcam_hvd.distributed.communicator import LocalCommunicator  # noqa: E402
 from deepcam_hvd.errors import ConfigError, LaunchError  # noqa: E402
 from deepcam_hvd.launchers import LaunchInfo  # noqa: E402
 
@@ -80,7 +80,7 @@ def test_gpu_rule_is_the_torch_runtimes() -> None:
 
 def test_single_process_needs_no_horovod() -> None:
     rt = start_tf_runtime(env=dict(os.environ), launch=LaunchInfo("single", 0, 1, 0, 1, "none"))
-    assert isinstance(rt.backend, LocalBackend) and rt.size == 1 and not rt.distributed
+    assert isinstance(rt.backend, LocalCommunicator) and rt.size == 1 and not rt.distributed
     assert rt.device == "/CPU:0" and rt.tuning is None and rt.keras_callbacks() == []
     optimizer = tf.keras.optimizers.SGD(0.1)
     assert rt.distributed_optimizer(optimizer) is optimizer

@@ -145,7 +145,7 @@ def final_weights(out: Path) -> list[np.ndarray]:
     """The weights in the newest checkpoint of a run."""
     path = latest_valid_checkpoint(out / "checkpoints", "cosmoflow")
     assert path is not None
-    return [t.numpy() for t in load_checkpoint(path)["weights"]]
+    return [np.asarray(t) for t in load_checkpoint(path)["weights"]]
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,6 @@
 """Horovod's TensorFlow side on two real processes: the collectives the trainer uses, and one
-training step on 2 ranks x batch 2 equal to 1 rank x batch 4 (cosmoflow/runtime.py)."""
+training step on 2 ranks x batch 2 equal to 1 rank x batch 4 (cosmoflow/runtime.py), all
+without loading torch."""
 
 from __future__ import annotations
 
@@ -15,7 +16,6 @@ from tests.launch import PYTHON, results, run_ranks  # noqa: E402
 WORKER = textwrap.dedent("""
     import json, sys
     import numpy as np
-    import torch
     from deepcam_hvd.cosmoflow.runtime import start_tf_runtime
 
     runtime = start_tf_runtime(device="cpu")
@@ -24,11 +24,12 @@ WORKER = textwrap.dedent("""
 
     b, r = runtime.backend, runtime.rank
     out = {
-        "sum": b.allreduce(torch.tensor([r + 1.0, 10.0 * r]), "sum").tolist(),
-        "mean": b.allreduce(torch.tensor([r + 1.0], dtype=torch.float64), "mean").tolist(),
+        "sum": b.allreduce_values([r + 1.0, 10.0 * r], "sum"),
+        "mean": b.allreduce_values([r + 1.0], "mean"),
+        "scalar": b.allreduce_scalar(0.1 * (r + 1), "sum"),
+        "counts": b.start_count_sum([float(r), 1.0], name="stop")(),
         "bcast": b.broadcast_object({"from": r}, root=1),
         "gather": b.allgather_object(r * 3),
-        "tensor_bcast": b.broadcast(torch.tensor([r + 5.0]), root=0).tolist(),
     }
 
     rng = np.random.default_rng(7)  # the same global batch on every rank
@@ -52,6 +53,7 @@ WORKER = textwrap.dedent("""
     out["max_diff"] = largest(mine, whole)
     out["max_change"] = largest(whole, trained(None, x, y))
     out["distributed"] = runtime.distributed
+    out["torch_loaded"] = "torch" in sys.modules
     sys.stdout.write(f"RESULT {r} {json.dumps(out)}\\n")
     sys.stdout.flush()
     b.shutdown()
@@ -72,7 +74,9 @@ def test_collectives_and_one_step_equal_one_rank_with_the_whole_batch(
         assert doc["distributed"] is True
         assert doc["sum"] == [3.0, 10.0] and doc["mean"] == [1.5]
         assert doc["bcast"] == {"from": 1} and doc["gather"] == [0, 3]
-        assert doc["tensor_bcast"] == [5.0], rank
+        assert doc["scalar"] == pytest.approx(0.3, abs=1e-15)  # float64 on the wire
+        assert doc["counts"] == [1.0, 2.0], rank
+        assert doc["torch_loaded"] is False, rank  # a TensorFlow rank never imports torch
         # 2 ranks x batch 2 (gradients averaged by hvd.DistributedOptimizer) = 1 x batch 4
         assert doc["max_diff"] < 1e-5, doc["max_diff"]
         assert doc["max_change"] > 1e-3  # the step moved the weights: the check can fail

@@ -185,8 +185,9 @@ def test_render_writes_an_executable_file(tmp_path: Path) -> None:
     (["mpirun", "--nodes", "1", "--workload", "cosmoflow", "--data", "/d", "--config", "t.toml"],
      "--config is read by DeepCAM's train only; give CosmoFlow's settings after '--'"),
     *[([name, "--nodes", "1", "--workload", "cosmoflow", "--data", "/d"],
-       f"--workload cosmoflow: {name} is a GPU system and the GPU installs (nvidia-nccl, "
-       "amd-rccl) have no TensorFlow GPU build") for name in GPU_RENDERABLE],
+       f"--workload cosmoflow: {name} has MI210 GPUs and there is no install profile for "
+       "CosmoFlow on them") for name in GPU_RENDERABLE
+      if get_system(name).hardware.gpu_kind == "rocm"],
 ])
 def test_bad_input_is_one_line_exit_2(args: list[str], message: str) -> None:
     code, out, err = cli("jobs", "render", *args)
@@ -500,3 +501,44 @@ def test_cosmoflow_job_trains_in_its_own_directory(system: str, tmp_path: Path) 
     assert args == ["cosmoflow", "train", "--data_dir", "/data/cosmo", "--output_dir", out,
                     "--resume", "auto", "--max_epochs", "1"]
     assert Path(out).is_dir()
+
+
+NVIDIA_RENDERABLE = [name for name in GPU_RENDERABLE
+                     if get_system(name).hardware.gpu_kind == "cuda"]
+
+
+@pytest.mark.parametrize("system", NVIDIA_RENDERABLE)
+def test_cosmoflow_renders_for_nvidia_gpus_with_its_own_profile(system: str,
+                                                                tmp_path: Path) -> None:
+    """TensorFlow's CUDA 12.2 build lives in its own venv (profile nvidia-nccl-tf); the job
+    says so, and shows the TensorFlow wiring, not torch's."""
+    script = rendered(system, nodes=2, workload="cosmoflow", data="/data/cosmo")
+    path = tmp_path / "job.sh"
+    path.write_text(script)
+    check = subprocess.run(["bash", "-n", str(path)], capture_output=True, text=True, timeout=30)
+    assert check.returncode == 0, check.stderr
+    assert "profile nvidia-nccl-tf" in script
+    assert re.search(r'^    "\$\{SRUN\[@\]\}" deepcam-hvd cosmoflow info ', script, re.M)
+    assert re.search(r'^"\$\{SRUN\[@\]\}" deepcam-hvd cosmoflow train', script, re.M)
+    deepcam = rendered(system, nodes=2, data="/data/cam")
+    assert re.search(r"profile nvidia-nccl[^-]", deepcam) and "nvidia-nccl-tf" not in deepcam
+    assert re.search(r'^    "\$\{SRUN\[@\]\}" deepcam-hvd info ', deepcam, re.M)
+
+
+def test_venv_of_another_profile_is_warned_about(tmp_path: Path) -> None:
+    from deepcam_hvd.jobs.render import PROFILE_MARKER, RenderRequest, venv_warning
+
+    venv = tmp_path / "venv"
+    venv.mkdir()
+    system = get_system("perlmutter-gpu")
+    request = RenderRequest("perlmutter-gpu", 1, workload="cosmoflow", venv=str(venv))
+    assert venv_warning(system, request) is None  # no marker: a site install, cannot tell
+    (venv / PROFILE_MARKER).write_text("nvidia-nccl\n")
+    warning = venv_warning(system, request)
+    assert warning is not None and "installed with profile nvidia-nccl, but a CosmoFlow job " \
+        "on perlmutter-gpu needs one installed with DEEPCAM_BACKEND=nvidia-nccl-tf" in warning
+    (venv / PROFILE_MARKER).write_text("nvidia-nccl-tf\n")
+    assert venv_warning(system, request) is None
+    deepcam = RenderRequest("perlmutter-gpu", 1, venv=str(venv))
+    assert "DEEPCAM_BACKEND=nvidia-nccl " in (venv_warning(system, deepcam) or "")
+    assert venv_warning(get_system("archer2-cpu"), deepcam) is None  # CPU jobs: any profile

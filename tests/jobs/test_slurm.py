@@ -147,12 +147,15 @@ def test_generic_cpu_cosmoflow_job_completes(slurm: None, cosmo_root: Path,
     render = sh([DEEPCAM, "jobs", "render", "generic-cpu", "--workload", "cosmoflow",
                  "--nodes", "1", "--tasks-per-node", "2", "--cpus-per-task", "1",
                  "--data", str(cosmo_root), "--time", "00:20:00", "--output-root", "run",
-                 "--job-name", "cosmo-test", "--no-info", "-o", "job.sbatch", "--",
+                 "--job-name", "cosmo-test", "-o", "job.sbatch", "--",
                  "--max_epochs", "1", "--local_batch_size", "2", "--target_mae", "10"],
                 cwd=tmp_path)
     assert render.returncode == 0, render.stderr
     job, log = run_to_completion(tmp_path, "cosmo-test", timeout=480)
     assert f"cosmoflow: job {job} on 1 node(s), 2 ranks" in log
+    # the info step shows the TensorFlow wiring: srun's 2 ranks are Horovod's world of 2
+    assert re.search(r"launcher slurm, backend horovod \(mpi\), 2 rank\(s\); .*"
+                     r"horovod 0\.28\.1 for tensorflow with MPI", log), log[:3000]
     run = tmp_path / "run" / f"cosmo-test-{job}"
     summary = json.loads((run / "summary.json").read_text())
     assert summary["ranks"] == 2 and summary["epochs_run"] == 1

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from deepcam_hvd.errors import ConfigError, DataError
 from deepcam_hvd.train.checkpoint import (
+    MAGIC_NUMPY,
     check_compatible,
     checkpoint_path,
     latest_valid_checkpoint,
     list_checkpoints,
     load_checkpoint,
+    plain_state,
     save_checkpoint,
 )
 
@@ -61,3 +64,45 @@ def test_unwritable_directory_is_a_clear_error(tmp_path: Path) -> None:
     blocker.write_text("x")
     with pytest.raises(DataError, match="cannot write checkpoint"):
         save_checkpoint(state(1), blocker / "sub" / "model_step000000001.ckpt")
+
+
+def numpy_state(step: int) -> dict:
+    return {"step": step, "weights": [np.arange(6, dtype=np.float32).reshape(2, 3) * step,
+                                      np.array(step, dtype=np.int64)],
+            "rng": [np.array([1, 2, 3], dtype=np.int64)],
+            "summary": plain_state({"best": float("nan"), "history": (0.5, 0.25), 3: "x"})}
+
+
+def test_numpy_payload_round_trip_without_torch_or_pickle(tmp_path: Path) -> None:
+    path = save_checkpoint(numpy_state(7), checkpoint_path(tmp_path, "cosmoflow", 7),
+                           payload_format="numpy")
+    raw = path.read_bytes()
+    assert raw.startswith(MAGIC_NUMPY)
+    loaded = load_checkpoint(path)
+    first, scalar = loaded["weights"]
+    assert first.dtype == np.float32 and first.shape == (2, 3)
+    np.testing.assert_array_equal(first, np.arange(6, dtype=np.float32).reshape(2, 3) * 7)
+    assert scalar.shape == () and int(scalar) == 7
+    np.testing.assert_array_equal(loaded["rng"][0], [1, 2, 3])
+    assert loaded["step"] == 7
+    assert loaded["summary"] == {"best": None, "history": [0.5, 0.25], "3": "x"}
+    # the same checksum and damage handling as the torch payload
+    path.write_bytes(raw[:-5])
+    with pytest.raises(DataError, match="checksum mismatch"):
+        load_checkpoint(path)
+
+
+def test_numpy_payload_never_unpickles(tmp_path: Path) -> None:
+    import hashlib
+    import io
+
+    buffer = io.BytesIO()
+    np.savez(buffer, document=np.frombuffer(b"{}", dtype=np.uint8),
+             array0=np.array([{"evil": 1}], dtype=object))  # an object array is a pickle
+    payload = buffer.getvalue()
+    path = tmp_path / "cosmoflow_step000000001.ckpt"
+    path.write_bytes(MAGIC_NUMPY + hashlib.sha256(payload).hexdigest().encode() + b"\n"
+                     + payload)
+    with pytest.raises(DataError, match="cosmoflow_step000000001.ckpt: unreadable numpy "
+                       "payload.*allow_pickle"):
+        load_checkpoint(path)

@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from deepcam_hvd.data.convert import save_npy
 from deepcam_hvd.errors import DataError
+from deepcam_hvd.files import save_npy
 from deepcam_hvd.workloads.cosmoflow import NUM_CHANNELS, NUM_TARGETS
 
 from .layout import NPY_X_SUFFIX, NPY_Y_SUFFIX, check_arrays, infer_cube, sample_bytes, y_path

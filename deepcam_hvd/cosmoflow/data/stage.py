@@ -4,7 +4,7 @@ The reference's ``utils/staging.py``: rank r copies files r, r + size, ... of th
 into the staging folder, so a node-local folder ends up with the shares of that node's ranks;
 its pipeline then lists that folder and shards it over the node's ranks (local rank of local
 size). Here the same share (``sharding.strided_share``) is copied, each file through a
-temporary name (``convert.copy_atomic``); a file already there with the same size is kept.
+temporary name (``files.copy_atomic``); a file already there with the same size is kept.
 Call it on every rank, then a barrier, then ``layout.list_split`` on the staging root.
 """
 
@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from deepcam_hvd.data import sharding
-from deepcam_hvd.data.convert import copy_atomic
 from deepcam_hvd.errors import DataError
+from deepcam_hvd.files import copy_atomic
 
 from .layout import sample_files
 

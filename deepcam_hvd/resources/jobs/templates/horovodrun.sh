@@ -19,7 +19,7 @@ else
 fi
 HVDRUN=(horovodrun -np "$NP" -H "$HOSTLIST" --gloo)
 
-RUN_INFO={{info_step}}   # 1: first show how every rank is wired (deepcam-hvd info)
+RUN_INFO={{info_step}}   # 1: first show how every rank is wired ({{info_command}})
 DATA_DIR={{data}}
 OUTPUT_ROOT={{output_root}}
 # One directory per run of this script, so running it again never continues a finished run;
@@ -28,7 +28,7 @@ OUTPUT_DIR=${DEEPCAM_RUN_DIR:-$OUTPUT_ROOT/{{job_name}}-$(date -u +%Y%m%dT%H%M%S
 mkdir -p "$OUTPUT_DIR"
 echo "{{workload}}: $NP ranks on $HOSTLIST; outputs in $OUTPUT_DIR"
 if [ "$RUN_INFO" = 1 ]; then
-    "${HVDRUN[@]}" deepcam-hvd info --output "$OUTPUT_DIR/info.json" || exit $?
+    "${HVDRUN[@]}" {{info_command}} --output "$OUTPUT_DIR/info.json" || exit $?
 fi
 "${HVDRUN[@]}" {{train_command}} --data_dir "$DATA_DIR" --output_dir "$OUTPUT_DIR" \
     --resume auto {{train_args}}

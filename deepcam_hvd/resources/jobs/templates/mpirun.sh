@@ -23,7 +23,7 @@ else  # MPICH Hydra
     [ -n "${HOSTS:-}" ] && MPIRUN+=(-hosts "$HOSTS")
 fi
 
-RUN_INFO={{info_step}}   # 1: first show how every rank is wired (deepcam-hvd info)
+RUN_INFO={{info_step}}   # 1: first show how every rank is wired ({{info_command}})
 DATA_DIR={{data}}
 OUTPUT_ROOT={{output_root}}
 # One directory per run of this script, so running it again never continues a finished run;
@@ -32,7 +32,7 @@ OUTPUT_DIR=${DEEPCAM_RUN_DIR:-$OUTPUT_ROOT/{{job_name}}-$(date -u +%Y%m%dT%H%M%S
 mkdir -p "$OUTPUT_DIR"
 echo "{{workload}}: $NP ranks over {{nodes}} node(s); outputs in $OUTPUT_DIR"
 if [ "$RUN_INFO" = 1 ]; then
-    "${MPIRUN[@]}" deepcam-hvd info || exit $?   # one line per rank: layout, threads, binding
+    "${MPIRUN[@]}" {{info_command}} || exit $?   # one line per rank: layout, threads, binding
 fi
 # SIGTERM/SIGUSR1 to mpirun: every rank finishes its step, checkpoints and stops; continue
 # with DEEPCAM_RUN_DIR set to this run's directory (--resume auto).

@@ -4,12 +4,15 @@
 #   backends/install.sh                 # profile from $DEEPCAM_BACKEND, default cpu-mpi
 #   DEEPCAM_BACKEND=nvidia-nccl backends/install.sh
 #   DEEPCAM_VENV=/tmp/v DEEPCAM_BACKEND=nvidia-nccl backends/install.sh   # another venv
+#   DEEPCAM_VENV=.venv-cosmoflow DEEPCAM_BACKEND=nvidia-nccl-tf backends/install.sh
 #
 # Idempotent: every step checks before it acts, so a second run takes seconds. The Horovod
 # wheel is cached under $DEEPCAM_HVD_WHEEL_CACHE (default ~/.cache/deepcam-hvd/wheels), keyed by
-# Horovod, torch, TensorFlow (when the profile builds Horovod's TF extension) and Python
-# versions, build flags, compiler/MPI and the patch itself; it is only rebuilt when that key
-# changes. TensorFlow (tensorflow-cpu, for CosmoFlow) comes from setup.cfg's install_requires.
+# the Horovod and Python versions, the versions of the frameworks it is built for (torch,
+# TensorFlow), build flags, compiler/MPI and the patch itself (and nvcc/NCCL on GPU profiles);
+# it is only rebuilt when that key changes. TensorFlow comes from one of setup.cfg's extras, named
+# by the profile's PIP_EXTRAS: cosmoflow (tensorflow-cpu) or cosmoflow-cuda (tensorflow[and-cuda],
+# CUDA 12.2; only the nvidia-nccl-tf profile, beside a CPU torch: backends/README.md says why).
 set -euo pipefail
 
 HOROVOD_VERSION=0.28.1
@@ -26,8 +29,12 @@ die() { printf '[install] error: %s\n' "$*" >&2; exit 1; }
 [ -f "$PROFILE_FILE" ] || die "unknown backend profile '$PROFILE' (DEEPCAM_BACKEND); choose one of: $(cd "$ROOT/backends/profiles" && ls | sed 's/\.env$//' | tr '\n' ' ')"
 SKIP_MPI4PY=0
 GPU_TOOLCHAIN=""
+TORCH_BUILD=""                    # cuda: torch must have CUDA; cpu: must not; empty: either
+CUDA_TOOLCHAIN_FRAMEWORK=torch    # whose CUDA version nvcc must match (cuda_toolchain.sh)
+PIP_EXTRAS=""
 # shellcheck source=/dev/null
 . "$PROFILE_FILE"
+PIP_EXTRAS=${PIP_EXTRAS:-test,cosmoflow}
 say "profile $PROFILE: $PROFILE_DESCRIPTION"
 
 # --- 1. system packages ---------------------------------------------------------------
@@ -69,24 +76,35 @@ print(v["__version__"], v.get("cuda") or "none")
 PYEOF
 }
 
+# TORCH_SPEC "torch==2.13.0" is met by any 2.13.0 build; "torch==2.13.0+cpu" only by that one.
 want_torch=${TORCH_SPEC#torch==}
-if [ "$GPU_TOOLCHAIN" = cuda ]; then
+torch_is_wanted() {
+    case "$want_torch" in
+        *+*) [ "$1" = "$want_torch" ] ;;
+        *) [ "${1%%+*}" = "$want_torch" ] ;;
+    esac
+}
+have_v="" have_cuda=""
+read -r have_v have_cuda <<<"$(torch_info)" || true
+if [ "$TORCH_BUILD" = cuda ] && { ! torch_is_wanted "$have_v" || [ "${have_cuda:-none}" = none ]; }; then
     # GPU profile: torch must be a CUDA build of the wanted version (a CPU one is replaced).
+    say "installing $TORCH_CUDA_SPEC (CUDA build)"
+    # shellcheck disable=SC2086
+    "${PIP[@]}" install $TORCH_PIP_ARGS "$TORCH_CUDA_SPEC"
     read -r have_v have_cuda <<<"$(torch_info)" || true
-    if [ "${have_v%%+*}" != "$want_torch" ] || [ "${have_cuda:-none}" = none ]; then
-        say "installing $TORCH_CUDA_SPEC (CUDA build)"
-        # shellcheck disable=SC2086
-        "${PIP[@]}" install $TORCH_PIP_ARGS "$TORCH_CUDA_SPEC"
-        "$VPY" -c 'import sys, torch; sys.exit(torch.version.cuda is None)' \
-            || die "$TORCH_CUDA_SPEC installed a CPU-only torch; set TORCH_CUDA_SPEC/TORCH_PIP_ARGS in $PROFILE_FILE"
-    fi
+    [ "${have_cuda:-none}" != none ] \
+        || die "$TORCH_CUDA_SPEC installed a CPU-only torch; set TORCH_CUDA_SPEC/TORCH_PIP_ARGS in $PROFILE_FILE"
 fi
-have_torch=$(torch_info); have_torch=${have_torch%% *}; have_torch=${have_torch%%+*}
-if [ "$have_torch" != "$want_torch" ]; then
+if ! torch_is_wanted "$have_v" || { [ "$TORCH_BUILD" = cpu ] && [ "${have_cuda:-none}" != none ]; }; then
     say "installing $TORCH_SPEC"
     # shellcheck disable=SC2086
     "${PIP[@]}" install $TORCH_PIP_ARGS "$TORCH_SPEC"
+    read -r have_v have_cuda <<<"$(torch_info)" || true
 fi
+# A CUDA torch brings nvidia-nccl-cu13, whose nvidia/nccl/lib/libnccl.so.2 is the same file as
+# TensorFlow's nvidia-nccl-cu12 one (backends/README.md, "GPU profiles and TensorFlow").
+[ "$TORCH_BUILD" != cpu ] || [ "${have_cuda:-none}" = none ] \
+    || die "torch $have_v is a CUDA $have_cuda build, profile $PROFILE needs a CPU-only torch: set TORCH_SPEC/TORCH_PIP_ARGS in $PROFILE_FILE"
 
 if [ "$SKIP_MPI4PY" != 1 ] && ! "$VPY" -c 'import mpi4py' 2>/dev/null; then
     # Built from source so it links the site's MPI (Debian MPICH here, Cray MPICH on ARCHER2).
@@ -94,18 +112,48 @@ if [ "$SKIP_MPI4PY" != 1 ] && ! "$VPY" -c 'import mpi4py' 2>/dev/null; then
     "${PIP[@]}" install --no-binary mpi4py mpi4py
 fi
 
+# tensorflow-cpu and tensorflow (the build tensorflow[and-cuda] takes) install the same files,
+# the tensorflow module. The one the profile does not take is removed first, and the one it takes
+# too if both are there (removing either breaks the other), so that pip below lays it down whole.
+case ",$PIP_EXTRAS," in
+    *,cosmoflow-cuda,*) tf_want=tensorflow tf_other=tensorflow-cpu ;;
+    *,cosmoflow,*) tf_want=tensorflow-cpu tf_other=tensorflow ;;
+    *) tf_want="" tf_other="" ;;
+esac
+stamp="$VENV/.deepcam-deps"
+if [ -n "$tf_other" ]; then
+    tf_remove=$("$VPY" - "$tf_other" "$tf_want" <<'PYEOF'
+import sys
+from importlib.metadata import PackageNotFoundError, distribution
+have = []
+for name in sys.argv[1:]:
+    try:
+        distribution(name)
+        have.append(name)
+    except PackageNotFoundError:
+        pass
+print(" ".join(have) if sys.argv[1] in have else "")
+PYEOF
+)
+    if [ -n "$tf_remove" ]; then
+        say "removing $tf_remove: profile $PROFILE takes $tf_want, and both install the tensorflow module"
+        # shellcheck disable=SC2086
+        "${PIP[@]}" uninstall -y $tf_remove
+        rm -f "$stamp"
+    fi
+fi
+
 # The dependencies (TensorFlow among them) must never replace the torch just installed: the
 # resolver could otherwise swap the CPU build for PyPI's CUDA one. Pin the installed
 # distribution's own version ("2.13.0+cpu" here, "2.13.0" for PyPI's CUDA wheel).
 torch_dist=$("$VPY" -c 'from importlib.metadata import version; print(version("torch"))')
-stamp="$VENV/.deepcam-deps"
-deps_key=$({ cat "$ROOT/setup.cfg" "$ROOT/pyproject.toml" 2>/dev/null; echo "torch==$torch_dist"; } | sha256sum | cut -c1-16)
+deps_key=$({ cat "$ROOT/setup.cfg" "$ROOT/pyproject.toml" 2>/dev/null; echo "torch==$torch_dist"; echo "extras=$PIP_EXTRAS"; } | sha256sum | cut -c1-16)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$deps_key" ]; then
-    say "installing deepcam-hvd and its Python dependencies (TensorFlow among them)"
+    say "installing deepcam-hvd[$PIP_EXTRAS] and its Python dependencies (TensorFlow among them)"
     "${PIP[@]}" install "setuptools>=64" wheel
     pins=$(mktemp)
     echo "torch==$torch_dist" > "$pins"
-    "${PIP[@]}" install -c "$pins" -e "$ROOT[test]"
+    "${PIP[@]}" install -c "$pins" -e "$ROOT[$PIP_EXTRAS]"
     rm -f "$pins"
     "$VPY" -c 'from importlib.metadata import version; import sys; sys.exit(version("torch") != sys.argv[1])' "$torch_dist" \
         || die "installing the dependencies replaced torch $torch_dist"
@@ -119,23 +167,28 @@ py_v=$("$VPY" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
 mpi_id=$({ "${MPICC:-mpicc}" -show 2>/dev/null || true; "${CXX:-c++}" --version 2>/dev/null | head -1; } | sha256sum | cut -c1-12)
 patch_id=$(sha256sum "$ROOT/backends/patch_horovod.py" | cut -c1-12)
 flags_id=$(echo "$HOROVOD_BUILD_ENV" | tr ' ' '\n' | sort | sha256sum | cut -c1-12)
-# Frameworks whose Horovod extension the profile builds (EXPECT_BUILD names them for section 4).
-frameworks="torch"
+# Frameworks whose Horovod extension the profile builds (EXPECT_BUILD names them for section 4),
+# each with its version in the key: torch unless HOROVOD_WITHOUT_PYTORCH=1, TensorFlow with
+# HOROVOD_WITH_TENSORFLOW=1.
+frameworks="" fw_part=""
 case " $HOROVOD_BUILD_ENV " in
-    *" HOROVOD_WITH_TENSORFLOW=1 "*) frameworks="torch tensorflow" ;;
+    *" HOROVOD_WITHOUT_PYTORCH=1 "*) ;;
+    *) frameworks="torch" fw_part="-torch${torch_v}" ;;
 esac
-tf_part=""
-if [ "$frameworks" = "torch tensorflow" ]; then
-    # The version of the distribution that provides the tensorflow module (tensorflow-cpu here).
-    tf_v=$("$VPY" -c 'from importlib.metadata import packages_distributions as p, version
+case " $HOROVOD_BUILD_ENV " in
+    *" HOROVOD_WITH_TENSORFLOW=1 "*)
+        # The version of the distribution that provides the tensorflow module (tensorflow-cpu or
+        # tensorflow).
+        tf_v=$("$VPY" -c 'from importlib.metadata import packages_distributions as p, version
 print(version(sorted(p()["tensorflow"])[0]))' 2>/dev/null) \
-        || die "profile $PROFILE builds Horovod for TensorFlow, but $VENV has no tensorflow"
-    tf_part="-tf${tf_v}"
-fi
-key="hvd${HOROVOD_VERSION}-torch${torch_v}${tf_part}-py${py_v}-${PROFILE}-f${flags_id}-c${mpi_id}-p${patch_id}"
+            || die "profile $PROFILE builds Horovod for TensorFlow, but $VENV has no tensorflow"
+        frameworks="${frameworks:+$frameworks }tensorflow" fw_part="${fw_part}-tf${tf_v}" ;;
+esac
+[ -n "$frameworks" ] || die "profile $PROFILE builds Horovod for no framework (HOROVOD_BUILD_ENV)"
+key="hvd${HOROVOD_VERSION}${fw_part}-py${py_v}-${PROFILE}-f${flags_id}-c${mpi_id}-p${patch_id}"
 if [ "$GPU_TOOLCHAIN" = cuda ]; then
-    # nvcc, CUDA headers and NCCL matched to torch (installed from PyPI if the site has none);
-    # exports HOROVOD_CUDA_HOME, HOROVOD_NCCL_* for the build below.
+    # nvcc, CUDA headers and NCCL matched to the CUDA of CUDA_TOOLCHAIN_FRAMEWORK (torch's from
+    # PyPI if the site has none); exports HOROVOD_CUDA_HOME, HOROVOD_NCCL_* for the build below.
     # shellcheck source=backends/cuda_toolchain.sh
     . "$ROOT/backends/cuda_toolchain.sh"
     cuda_toolchain "$VPY" "$VENV/cuda-layout" install || die "no CUDA toolchain for the build (above)"
@@ -208,4 +261,7 @@ fi
 
 # --- 4. verify the build has what the profile promises (verify_build above) --------------
 echo "$verified"
+# Which profile this venv holds, for `deepcam-hvd jobs render` (it warns when a GPU job's
+# --venv holds the other framework's GPU build).
+echo "$PROFILE" > "$VENV/.deepcam-profile"
 say "done: $VENV/bin/deepcam-hvd, $VENV/bin/horovodrun"

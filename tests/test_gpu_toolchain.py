@@ -63,14 +63,17 @@ def _fake_site(tmp: Path, torch_cuda: str | None = "13.0", nvcc_release: str = "
     return site
 
 
-def _toolchain(tmp: Path, source: str = "auto") -> tuple[int, dict[str, str], str]:
-    """Source the script, call ``cuda_toolchain``; return (status, exported env, stderr)."""
+def _toolchain(tmp: Path, source: str = "auto", mode: str = "",
+               extra_env: dict[str, str] | None = None) -> tuple[int, dict[str, str], str]:
+    """Source the script, call ``cuda_toolchain`` (``mode``: "" or "install") with
+    ``extra_env`` set; return (status, exported env, stderr)."""
     env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("HOROVOD_", "CUDA_")) and k != "PYTHONPATH"}
+           if not k.startswith(("HOROVOD_", "CUDA_")) and k not in ("PYTHONPATH", "LDFLAGS")}
     env["CUDA_TOOLCHAIN_SOURCE"] = source
+    env.update(extra_env or {})
     proc = subprocess.run(
         ["bash", "-c", f'set -euo pipefail; . "{SCRIPT}"; '
-         f'cuda_toolchain "{tmp / "python"}" "{tmp / "layout"}"; env'],
+         f'cuda_toolchain "{tmp / "python"}" "{tmp / "layout"}" {mode}; env'],
         capture_output=True, text=True, env=env, timeout=60)
     exported = dict(line.split("=", 1) for line in proc.stdout.splitlines() if "=" in line)
     return proc.returncode, exported, proc.stderr

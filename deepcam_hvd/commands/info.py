@@ -24,6 +24,9 @@ def format_table(ranks: list[dict[str, Any]]) -> str:
         f"{build['version']} for {' + '.join(build.get('frameworks') or ['nothing'])} with "
         + ", ".join(k.upper() for k in ("mpi", "gloo", "nccl", "rccl") if build.get(k))
         or "nothing")
+    if not build.get("installed") and build.get("version"):
+        built = (f"{build['version']} without its PyTorch extension (built for "
+                 f"{' + '.join(build.get('frameworks') or ['nothing'])})")
     tf = ranks[0].get("tensorflow")
     lines = [
         f"launcher {ranks[0]['launcher']}, backend {ranks[0]['backend']}"

@@ -90,8 +90,9 @@ def choose_tf_device(request: str, local_rank: int, local_size: int) -> str:
             _set_visible(tf, [])
         return "/CPU:0"
     if not gpus:
-        raise ConfigError("--device cuda but TensorFlow sees no GPU (the tensorflow-cpu build, "
-                          "or CUDA_VISIBLE_DEVICES/HIP_VISIBLE_DEVICES hides them)")
+        raise ConfigError("--device cuda but TensorFlow sees no GPU (the tensorflow-cpu build: "
+                          "install with DEEPCAM_BACKEND=nvidia-nccl-tf; or no CUDA driver; or "
+                          "CUDA_VISIBLE_DEVICES hides them)")
     chosen = gpus[gpu_index(len(gpus), local_rank, local_size)]
     _set_visible(tf, [chosen])
     tf.config.experimental.set_memory_growth(chosen, True)

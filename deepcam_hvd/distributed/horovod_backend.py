@@ -34,16 +34,27 @@ def _cpu_run(device_request: str) -> bool:
 
 
 def horovod_build() -> dict[str, Any]:
-    """What the installed Horovod was built with (``installed: False`` when it is missing)."""
+    """What the installed Horovod's PyTorch extension was built with (``installed: False``,
+    with the reason, when Horovod or that extension is missing)."""
     try:
         import horovod
+    except ImportError as exc:
+        return {"installed": False, "error": str(exc).splitlines()[0]}
+    frameworks = horovod_frameworks()
+    if "torch" not in frameworks:
+        # horovod.torch imports without its extension (it only warns), then lacks every call
+        return {"installed": False, "version": horovod.__version__, "frameworks": frameworks,
+                "error": f"Horovod {horovod.__version__} was built for "
+                         f"{' + '.join(frameworks) or 'no framework'} only; DeepCAM needs the "
+                         "venv of a torch profile (cpu-mpi, cpu-gloo, nvidia-nccl, amd-rccl)"}
+    try:
         import horovod.torch as hvd
     except ImportError as exc:
         return {"installed": False, "error": str(exc).splitlines()[0]}
     return {
         "installed": True,
         "version": horovod.__version__,
-        "frameworks": horovod_frameworks(),
+        "frameworks": frameworks,
         "mpi": bool(hvd.mpi_built()),
         "gloo": bool(hvd.gloo_built()),
         "nccl": bool(hvd.nccl_built()) and not hvd.rocm_built(),
@@ -62,7 +73,7 @@ def horovod_frameworks() -> list[str]:
     for framework, module in (("torch", "horovod.torch"), ("tensorflow", "horovod.tensorflow")):
         spec = importlib.util.find_spec(module)
         if spec and spec.submodule_search_locations and any(
-                Path(d).glob("mpi_lib*.so") for d in spec.submodule_search_locations):
+                any(Path(d).glob("mpi_lib*.so")) for d in spec.submodule_search_locations):
             found.append(framework)
     return found
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from deepcam_hvd.config import TrainConfig
+from deepcam_hvd.errors import ConfigError
 from deepcam_hvd.horovod_tuning import (
     AFFINITY_VARIABLE,
     CONTROLLER_VARIABLE,
@@ -18,6 +19,9 @@ from deepcam_hvd.horovod_tuning import (
     MAIN_THREAD,
     MAX_CYCLE_MS,
     MIN_CYCLE_MS,
+    MPI_ALLREDUCE,
+    REDUCTION_VARIABLE,
+    SHARED_MEMORY,
     CosmoWorkload,
     RunShape,
     Workload,
@@ -79,8 +83,11 @@ def test_one_thread_per_rank_on_busy_cores_averages_on_the_main_thread() -> None
     assert small.value(AFFINITY_VARIABLE) is None  # every core computes
     # the training thread owns MPI: Horovod's own thread talks Gloo over loopback
     assert small.value(CONTROLLER_VARIABLE) == "gloo"
+    # on one node the sum goes through a shared-memory window
+    assert small.value(REDUCTION_VARIABLE) == SHARED_MEMORY
     assert [s.source for s in small.settings] == ["chosen", "horovod default",
-                                                  "horovod default", "chosen", "chosen"]
+                                                  "horovod default", "chosen", "chosen",
+                                                  "chosen"]
     assert choose(shape(35.9), {}).value(CYCLE_VARIABLE) == "200"
     assert choose(shape(None), {}).value(CYCLE_VARIABLE) == "200"
 
@@ -98,6 +105,8 @@ def test_main_thread_path_only_where_horovods_thread_can_leave_mpi() -> None:
     # a user who insists on several nodes gets it, with Horovod left on MPI
     insisted = choose(shape(0.121, single_node=False), {GRADIENT_VARIABLE: MAIN_THREAD})
     assert insisted.value(GRADIENT_VARIABLE) == MAIN_THREAD
+    assert insisted.value(REDUCTION_VARIABLE) == MPI_ALLREDUCE  # no window spans nodes
+    assert nodes.value(REDUCTION_VARIABLE) is None  # Horovod's thread sums
     assert insisted.value(CONTROLLER_VARIABLE) is None
     # and the Horovod path, asked for, keeps Horovod's controller and the step cycle
     asked = choose(shape(0.121), {GRADIENT_VARIABLE: HOROVOD_PATH})
@@ -128,7 +137,7 @@ def test_users_variables_win_and_are_reported() -> None:
     assert tuning.value(CYCLE_VARIABLE) == "7" and tuning.value(AFFINITY_VARIABLE) == "3"
     assert tuning.value(GRADIENT_VARIABLE) == HOROVOD_PATH
     assert [s.source for s in tuning.settings] == ["user", "horovod default", "user", "user",
-                                                   "horovod default"]
+                                                   "horovod default", "horovod default"]
     # the user's gradient path decides the cycle rule the chosen cycle follows
     assert choose(shape(0.121), {GRADIENT_VARIABLE: HOROVOD_PATH}).value(CYCLE_VARIABLE) == \
         "12.1"
@@ -156,10 +165,19 @@ def test_tune_exports_the_choice_without_overwriting(monkeypatch: pytest.MonkeyP
     assert not {AFFINITY_VARIABLE, GRADIENT_VARIABLE, CONTROLLER_VARIABLE} & set(env)
     assert tuning.summary() == ("cycle 200 ms (chosen), fusion 1048576 B (user), affinity "
                                 "default (horovod default), gradients main-thread (chosen), "
-                                "controller gloo (chosen)")
+                                "reduction shared-memory (chosen), controller gloo (chosen)")
     four_on_two_nodes = tune("cpu", "mpi", 2, DEMO, {"OMP_NUM_THREADS": "1"}, ranks=4)
     assert not four_on_two_nodes.shape.single_node
     assert four_on_two_nodes.value(GRADIENT_VARIABLE) == HOROVOD_PATH
+
+
+def test_the_users_reduction_is_kept_and_a_bad_one_is_one_line() -> None:
+    kept = choose(shape(0.121), {REDUCTION_VARIABLE: MPI_ALLREDUCE})
+    assert kept.value(REDUCTION_VARIABLE) == MPI_ALLREDUCE
+    assert kept.settings[4].source == "user"
+    with pytest.raises(ConfigError, match=f"{REDUCTION_VARIABLE}='shm': expected shared-memory "
+                                          "or mpi"):
+        choose(shape(0.121), {REDUCTION_VARIABLE: "shm"})
 
 
 def test_without_a_workload_the_cycle_is_the_full_size_one() -> None:

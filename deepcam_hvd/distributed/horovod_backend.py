@@ -21,6 +21,8 @@ from deepcam_hvd.horovod_tuning import (
     CONTROLLER_VARIABLE,
     GRADIENT_VARIABLE,
     MAIN_THREAD,
+    REDUCTION_VARIABLE,
+    SHARED_MEMORY,
     Workload,
     tune,
 )
@@ -111,7 +113,8 @@ class HorovodBackend(HorovodRanks, Backend):
         # runs on the calling thread through MPI; Horovod's thread keeps only the batch-norm
         # groups' collectives (on Gloo when tuning chose it, so that MPI has one caller).
         if self.gradient_averaging == MAIN_THREAD:
-            self._averager = mpi_gradient_averager()
+            self._averager = mpi_gradient_averager(
+                shared_memory=self.tuning.value(REDUCTION_VARIABLE) == SHARED_MEMORY)
 
     def barrier(self) -> None:
         if self._averager is not None:
@@ -265,6 +268,8 @@ class HorovodBackend(HorovodRanks, Backend):
             "horovod_cycle_time_ms": self.tuning.value("HOROVOD_CYCLE_TIME") or
             "horovod default",
             "gradient_averaging": self.gradient_averaging,
+            "gradient_reduction": self._averager.reduction if self._averager is not None else
+            "horovod",
             "horovod_tuning": self.tuning.as_dict(),
         }
 

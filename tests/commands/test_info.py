@@ -60,12 +60,17 @@ def test_two_ranks_use_horovod(tmp_path: Path, launcher: str, expected_launcher:
         main_thread = controller == "gloo beside mpi"
         cycle_ms = "200" if main_thread else "50"
         assert r["horovod_cycle_time_ms"] == cycle_ms
-        cycle, fusion, affinity, gradients, chosen = r["horovod_tuning"]["settings"]
+        cycle, fusion, affinity, gradients, reduction, chosen = r["horovod_tuning"]["settings"]
         assert (cycle["variable"], cycle["value"], cycle["source"]) == \
             ("HOROVOD_CYCLE_TIME", cycle_ms, "chosen")
         assert (fusion["value"], affinity["value"]) == (None, None)  # Horovod's own
         assert gradients["value"] == ("main-thread" if main_thread else "horovod")
         assert r["gradient_averaging"] == gradients["value"]
+        # on one node the main thread's sum goes through a shared-memory window, opened at
+        # the first averaging (info averages nothing); Horovod's thread sums for itself
+        assert reduction["value"] == ("shared-memory" if main_thread else None)
+        assert r["gradient_reduction"] == ("shared-memory (asked)" if main_thread else
+                                           "horovod")
         # Gloo either way: chosen beside MPI, or set by horovodrun --gloo itself
         assert (chosen["variable"], chosen["value"], chosen["source"]) == \
             ("HOROVOD_CONTROLLER", "gloo", "chosen" if main_thread else "user")

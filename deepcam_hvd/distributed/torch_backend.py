@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import socket
 from collections.abc import Callable, Mapping
@@ -158,8 +159,13 @@ class TorchBackend(Backend):
         return self._groups[group_size]
 
     def shutdown(self) -> None:
+        # Drop our handles first: a process group that outlives destroy_process_group() is
+        # destroyed with the interpreter, where gloo's threads can abort the process at exit
+        # ("terminate called without an active exception", 1 exit in ~10 under mpirun).
+        self._groups.clear()
         if dist.is_initialized():
             dist.destroy_process_group()
+        gc.collect()
 
     def describe(self) -> dict[str, Any]:
         return {"backend": self.name, "controller": dist.get_backend()}

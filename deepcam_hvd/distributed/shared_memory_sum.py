@@ -45,10 +45,15 @@ def _align(n: int) -> int:
     return -(-n // ALIGN) * ALIGN
 
 
-def block_floats(size: int, count: int, window_bytes: int = WINDOW_BYTES) -> int:
-    """Floats per rank block for ``count`` values over ``size`` ranks within ``window_bytes``."""
-    most = window_bytes // (FLOAT_BYTES * (size + 1)) // ALIGN * ALIGN
+def block_floats(size: int, count: int, budget: int = WINDOW_BYTES) -> int:
+    """Floats per rank block for ``count`` values over ``size`` ranks within ``budget`` bytes."""
+    most = budget // (FLOAT_BYTES * (size + 1)) // ALIGN * ALIGN
     return max(ALIGN, min(_align(count), most))
+
+
+def window_bytes(size: int, block: int) -> int:
+    """Bytes of a window for ``size`` ranks' blocks of ``block`` floats and the result."""
+    return FLOAT_BYTES * block * (size + 1)
 
 
 def flat_view(tensor: torch.Tensor) -> torch.Tensor | None:
@@ -72,7 +77,7 @@ class SharedMemorySum:
         self.size = comm.Get_size()
         self.rank = comm.Get_rank()
         self.block = block
-        nbytes = FLOAT_BYTES * block * (self.size + 1) if self.rank == 0 else 0
+        nbytes = window_bytes(self.size, block) if self.rank == 0 else 0
         # One allocation (rank 0's) that every rank maps: segment q at block q, the result
         # last. Pages are placed where they are first written, i.e. near their writer.
         self.window = MPI.Win.Allocate_shared(nbytes, FLOAT_BYTES, comm=comm)
@@ -83,11 +88,6 @@ class SharedMemorySum:
         # A passive epoch for the window's life: Sync() orders this rank's loads and stores
         # around each barrier, as the MPI-3 shared-memory model asks.
         self.window.Lock_all(MPI.MODE_NOCHECK)
-
-    @property
-    def window_bytes(self) -> int:
-        """Bytes of the window (all blocks and the result)."""
-        return FLOAT_BYTES * self.block * (self.size + 1)
 
     def __call__(self, tensors: Sequence[torch.Tensor], mean_count: int) -> None:
         """Replace each float32 tensor by its sum over the ranks; the first ``mean_count`` by
@@ -108,7 +108,7 @@ class SharedMemorySum:
         for start in range(0, total, self.block):
             stop = min(total, start + self.block)
             parts = [flats[i] if hi - lo == sizes[i] else flats[i][lo:hi]
-                     for i, lo, hi, _ in _pieces(ends, start, stop)]
+                     for i, lo, hi in _pieces(ends, start, stop)]
             # One call each way: a loop over ~100 gradients costs more in calls than in copies.
             torch.cat(parts, out=self.segments[self.rank][:stop - start])
             self._barrier()
@@ -144,9 +144,9 @@ class SharedMemorySum:
         self.window.Sync()
 
 
-def _pieces(ends: list[int], start: int, stop: int) -> list[tuple[int, int, int, int]]:
-    """The parts of the tensors (cumulative sizes ``ends``) within values [start, stop): for
-    each, (tensor index, first and past-last value within the tensor, offset in the block)."""
+def _pieces(ends: list[int], start: int, stop: int) -> list[tuple[int, int, int]]:
+    """The parts of the tensors (cumulative sizes ``ends``) within values [start, stop), in
+    order: for each, (tensor index, first and past-last value within the tensor)."""
     out = []
     i = bisect.bisect_right(ends, start)
     at = start
@@ -154,7 +154,7 @@ def _pieces(ends: list[int], start: int, stop: int) -> list[tuple[int, int, int,
         first = ends[i - 1] if i else 0
         hi = min(ends[i], stop)
         if hi > at:  # an empty tensor has no part
-            out.append((i, at - first, hi - first, at - start))
+            out.append((i, at - first, hi - first))
         at = hi
         i += 1
     return out
@@ -180,7 +180,7 @@ def open_shared_memory_sum(comm: Any, count: int) -> tuple[SharedMemorySum | Non
     on_one_node = node.Get_size() == size
     node.Free()
     block = block_floats(size, count)
-    needed = FLOAT_BYTES * block * (size + 1)
+    needed = window_bytes(size, block)
     free = free_shm_bytes()
     room = free is not None and free >= 2 * needed
     # Every rank must take the same path: the room is measured on each and the least counts.

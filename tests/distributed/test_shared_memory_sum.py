@@ -8,17 +8,23 @@ from pathlib import Path
 import pytest
 import torch
 
-from deepcam_hvd.distributed.shared_memory_sum import ALIGN, _pieces, block_floats, flat_view
+from deepcam_hvd.distributed.shared_memory_sum import (
+    ALIGN,
+    _pieces,
+    block_floats,
+    flat_view,
+    window_bytes,
+)
 from tests.launch import PYTHON, ROOT, results, run_ranks
 
 
 def test_pieces_split_the_tensors_at_block_edges() -> None:
     ends = [3, 3, 10, 12]  # sizes 3, 0, 7, 2
-    assert _pieces(ends, 0, 5) == [(0, 0, 3, 0), (2, 0, 2, 3)]  # the empty tensor has no part
-    assert _pieces(ends, 5, 10) == [(2, 2, 7, 0)]
-    assert _pieces(ends, 10, 12) == [(3, 0, 2, 0)]
+    assert _pieces(ends, 0, 5) == [(0, 0, 3), (2, 0, 2)]  # the empty tensor has no part
+    assert _pieces(ends, 5, 10) == [(2, 2, 7)]
+    assert _pieces(ends, 10, 12) == [(3, 0, 2)]
     # every value lands in exactly one piece, in order
-    covered = [(i, v) for s in range(0, 12, 4) for i, lo, hi, _ in _pieces(ends, s, min(12, s + 4))
+    covered = [(i, v) for s in range(0, 12, 4) for i, lo, hi in _pieces(ends, s, min(12, s + 4))
                for v in range(lo, hi)]
     assert covered == [(0, v) for v in range(3)] + [(2, v) for v in range(7)] + \
         [(3, 0), (3, 1)]
@@ -27,8 +33,8 @@ def test_pieces_split_the_tensors_at_block_edges() -> None:
 def test_blocks_fit_the_window_and_start_on_cache_lines() -> None:
     assert block_floats(2, 1_052_416) == 1_052_416  # the demo's gradients: one round
     full = block_floats(2, 56_500_000)  # the full model's: rounds within 64 MiB
-    assert full % ALIGN == 0 and 4 * 3 * full <= 64 * 2**20
-    assert block_floats(128, 56_500_000) * 4 * 129 <= 64 * 2**20
+    assert full % ALIGN == 0 and window_bytes(2, full) == 4 * 3 * full <= 64 * 2**20
+    assert window_bytes(128, block_floats(128, 56_500_000)) <= 64 * 2**20
     assert block_floats(2, 5) == ALIGN
 
 

@@ -184,10 +184,11 @@ def _load(path: Path) -> Any:
         return None
 
 
-BENCH_FIELDS = ("batch", "precision", "channels_last", "samples_per_s", "median_step_s",
+BENCH_FIELDS = ("batch", "precision", "channels_last", "input", "cudnn_benchmark",
+                "samples_per_s", "median_step_s",
                 "gflop_per_s", "max_memory_allocated_bytes", "max_memory_reserved_bytes",
                 "device_total_memory_bytes", "max_rss_bytes", "device_name")
-PHASES = ("forward_s", "backward_s", "comm_wait_s", "optimizer_s")
+PHASES = ("input_s", "forward_s", "backward_s", "comm_wait_s", "optimizer_s")
 
 
 def _bench_rows(outdir: Path, stages: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -206,6 +207,29 @@ def _bench_rows(outdir: Path, stages: list[dict[str, Any]]) -> list[dict[str, An
         row.update({k: rank0.get(k) for k in PHASES})
         rows.append(row)
     return rows
+
+
+#: Each GPU speed option of the trainer (deepcam_hvd/train/gpu_options.py) as the feed stages
+#: time it: (option, config with it, config without it), one change apart.
+OPTION_PAIRS = (("pin_memory", "feed_pinned", "feed_pageable"),
+                ("device_prefetch", "feed_prefetch", "feed_pinned"),
+                ("cudnn_benchmark", "feed_prefetch_cudnn", "feed_prefetch"))
+
+
+def gpu_option_gains(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """For each GPU speed option whose two feed stages both ran: samples/s with and without
+    it, and their ratio (above 1: the option wins). The stages run in one job, one after the
+    other, so the ratio is taken on the same GPU within minutes."""
+    by_config = {r["config"].rsplit("_b", 1)[0]: r for r in rows if r.get("samples_per_s")}
+    gains = {}
+    for option, with_it, without in OPTION_PAIRS:
+        if with_it in by_config and without in by_config:
+            on, off = by_config[with_it], by_config[without]
+            gains[option] = {"with": with_it, "without": without, "batch": on["batch"],
+                             "samples_per_s_on": on["samples_per_s"],
+                             "samples_per_s_off": off["samples_per_s"],
+                             "ratio": on["samples_per_s"] / off["samples_per_s"]}
+    return gains
 
 
 def summary(outdir: Path) -> dict[str, Any]:
@@ -227,7 +251,9 @@ def summary(outdir: Path) -> dict[str, Any]:
         "horovod_collectives": _load(outdir / "horovod_collectives.json"),
         "bench": _bench_rows(outdir, stages),
         "train": _load(outdir / "train" / "summary.json"),
+        "train_fast": _load(outdir / "train_fast" / "summary.json"),
     }
+    doc["gpu_options"] = gpu_option_gains(doc["bench"])
     for name, text in (("summary.json", json.dumps(doc, indent=2) + "\n"),
                        ("summary.md", markdown(doc))):
         tmp = outdir / f".{name}.{os.getpid()}"
@@ -255,21 +281,30 @@ def markdown(doc: dict[str, Any]) -> str:
         lines.append(f"| {s['stage']} | {s['status']} | {s['seconds']} | "
                      f"{(s.get('error') or '').replace('|', '/')} |")
     if doc["bench"]:
-        lines += ["", "| config | batch | samples/s | step s | forward s | backward s | "
-                  "optimizer s | peak alloc GiB | reserved GiB |", "|---|---|---|---|---|---|---|"
-                  "---|---|"]
+        lines += ["", "| config | batch | samples/s | step s | input s | forward s | "
+                  "backward s | optimizer s | peak alloc GiB | reserved GiB |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
         for r in doc["bench"]:
             lines.append(
                 f"| {r['config']} | {r['batch']} | {_num(r['samples_per_s'])} | "
-                f"{_num(r['median_step_s'])} | {_num(r['forward_s'])} | "
+                f"{_num(r['median_step_s'])} | {_num(r.get('input_s'))} | "
+                f"{_num(r['forward_s'])} | "
                 f"{_num(r['backward_s'])} | {_num(r['optimizer_s'])} | "
                 f"{_gib(r['max_memory_allocated_bytes'])} | "
                 f"{_gib(r['max_memory_reserved_bytes'])} |")
-    train = doc.get("train")
-    if isinstance(train, dict):
-        lines += ["", "train: " + json.dumps({k: train.get(k) for k in (
-            "status", "epochs_run", "steps", "epoch_times_s", "eval_iou", "train_loss",
-            "train_samples_per_s", "run_time_s") if k in train})]
+    if doc.get("gpu_options"):
+        lines += ["", "| GPU option | with | without | batch | samples/s on | off | ratio |",
+                  "|---|---|---|---|---|---|---|"]
+        for option, g in doc["gpu_options"].items():
+            lines.append(f"| {option} | {g['with']} | {g['without']} | {g['batch']} | "
+                         f"{_num(g['samples_per_s_on'])} | {_num(g['samples_per_s_off'])} | "
+                         f"{g['ratio']:.3f} |")
+    for name in ("train", "train_fast"):
+        train = doc.get(name)
+        if isinstance(train, dict):
+            lines += ["", f"{name}: " + json.dumps({k: train.get(k) for k in (
+                "status", "epochs_run", "steps", "epoch_times_s", "eval_iou", "train_loss",
+                "train_samples_per_s", "run_time_s") if k in train})]
     return "\n".join(lines) + "\n"
 
 

@@ -31,12 +31,20 @@
 #   collectives   Horovod allreduce/allgather/broadcast of CUDA tensors under horovodrun --gloo
 #                 (NCCL_DEBUG=INFO: the log must show NCCL at work)   -> horovod_collectives.json
 #   bench_horovod_bf16_b2  bench step through Horovod's DistributedOptimizer (NCCL), 1 rank
+#   feed_<input>_b<N>  the trainer's GPU speed options, one at a time, bf16 at local batch N
+#                 (GPU_CHECK_FEED_BATCH, 8): bench step --input pageable | pinned | prefetch,
+#                 and prefetch with --cudnn-benchmark (feed_prefetch_cudnn); summary.json's
+#                 "gpu_options" gives each one's samples/s against its absence
+#                                                                     -> bench/feed_*.json
+#   train_fast    (GPU) the demo training again with --pin_memory on --device_prefetch on
+#                 --cudnn_benchmark on                  -> train_fast/summary.json, mlperf.log
 # OUTDIR gets summary.json and summary.md (rewritten after every stage, so a killed run still
 # leaves one), stages.jsonl, run.json and logs/<stage>.log. Exit status 1 if a stage failed or
 # timed out (skipped ones do not count), else 0. Build products stay in GPU_CHECK_WORK
 # (default /tmp/deepcam-gpu-check), not in OUTDIR; a rerun there reuses a matching Horovod wheel.
 #
 # Knobs: GPU_CHECK_BATCHES ("1 2 4 8"), GPU_CHECK_MODES ("fp32 bf16 bf16-cl"; also fp32-cl),
+# GPU_CHECK_FEED_BATCH (8),
 # GPU_CHECK_STEPS (5), GPU_CHECK_WARMUP (2), GPU_CHECK_SERIAL, HOROVOD_BUILD_CUDA_CC_LIST.
 set -euo pipefail
 
@@ -174,14 +182,15 @@ stage_data_synth() {
         --height "$SYNTH_H" --width "$SYNTH_W" --seed 333
 }
 
-stage_train() {
-    rm -rf "$WORK/train"
-    mkdir -p "$OUT/train"
-    local rc=0
+stage_train() {  # stage_train NAME [extra train options...]
+    local name=$1 rc=0
+    shift
+    rm -rf "${WORK:?}/$name"
+    mkdir -p "$OUT/$name"
     "${DCH[@]}" train --config "$ROOT/jobs/demo.toml" --data_dir "$WORK/data" \
-        --output_dir "$WORK/train" --run_tag gpu-check --max_epochs 2 --device "$DEVICE" \
-        --seed 7 "${TRAIN_EXTRA[@]}" || rc=$?
-    cp "$WORK"/train/summary.json "$WORK"/train/mlperf.log "$OUT/train/" 2>/dev/null || true
+        --output_dir "$WORK/$name" --run_tag gpu-check --max_epochs 2 --device "$DEVICE" \
+        --seed 7 "${TRAIN_EXTRA[@]}" "$@" || rc=$?
+    cp "$WORK/$name"/summary.json "$WORK/$name"/mlperf.log "$OUT/$name/" 2>/dev/null || true
     return "$rc"
 }
 
@@ -212,7 +221,7 @@ done
 mkdir -p "$OUT"/logs "$OUT"/bench
 OUT=$(cd "$OUT" && pwd)
 (cd "$OUT" && rm -rf stages.jsonl summary.json summary.md run.json env.json info.json \
-    horovod_collectives.json bench/*.json logs/*.log train)
+    horovod_collectives.json bench/*.json logs/*.log train train_fast)
 
 # the Python with torch: $PYTHON, else python3, else python
 PY=""
@@ -234,6 +243,7 @@ export STEPS=${GPU_CHECK_STEPS:-5} WARMUP=${GPU_CHECK_WARMUP:-2}
 BATCHES=${GPU_CHECK_BATCHES:-1 2 4 8}
 MODES=${GPU_CHECK_MODES:-fp32 bf16 bf16-cl}
 SERIAL=${GPU_CHECK_SERIAL:-0}
+FEED_BATCH=${GPU_CHECK_FEED_BATCH:-8}
 if [ "$MODE" = gpu ]; then
     export DEVICE=cuda SYNTH_TRAIN=64 SYNTH_VAL=16 SYNTH_H=96 SYNTH_W=144
     BUDGET=${GPU_CHECK_BUDGET_S:-450}
@@ -245,6 +255,7 @@ else
     BUDGET=${GPU_CHECK_BUDGET_S:-2400}    # a Horovod build on 2 cores takes ~10-15 minutes
     BENCH_SIZE_S="--model deeplab-xception-small --height 32 --width 48"
     BATCHES=${GPU_CHECK_BATCHES:-1 2}
+    FEED_BATCH=${GPU_CHECK_FEED_BATCH:-2}
     LIMIT_BUILD=1800 LIMIT_BENCH=60 LIMIT_TRAIN=120
 fi
 export BENCH_SIZE_S TRAIN_EXTRA_S="${GPU_CHECK_TRAIN_ARGS:-}"
@@ -304,11 +315,25 @@ if [ "$BUILD" = 1 ]; then
 fi
 bench_stages
 stage data_synth 60 15 data_synth
-stage train "$LIMIT_TRAIN" 30 train
+stage train "$LIMIT_TRAIN" 30 train train
 [ -z "$build_pid" ] || wait "$build_pid" || true
 stage info 60 10 info
 stage collectives 90 20 collectives
 stage bench_horovod_bf16_b2 "$LIMIT_BENCH" 20 bench_horovod
+# the GPU speed options, each against its absence (on the CPU only the pageable copy exists)
+feed_inputs="pageable"
+[ "$MODE" = gpu ] && feed_inputs="pageable pinned prefetch"
+for input in $feed_inputs; do
+    stage "feed_${input}_b$FEED_BATCH" "$LIMIT_BENCH" 20 bench bf16 "$FEED_BATCH" --input "$input" \
+        --json --output "$OUT/bench/feed_${input}_b$FEED_BATCH.json"
+done
+if [ "$MODE" = gpu ]; then
+    stage "feed_prefetch_cudnn_b$FEED_BATCH" "$LIMIT_BENCH" 20 bench bf16 "$FEED_BATCH" \
+        --input prefetch --cudnn-benchmark --json \
+        --output "$OUT/bench/feed_prefetch_cudnn_b$FEED_BATCH.json"
+    stage train_fast "$LIMIT_TRAIN" 30 train train_fast --pin_memory on --device_prefetch on \
+        --cudnn_benchmark on
+fi
 
 "$PY" - "$OUT/run.json" "$((SECONDS - T0))" <<'PYEOF'
 import json, sys

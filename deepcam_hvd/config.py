@@ -31,6 +31,7 @@ DataFormat = Literal["hdf5", "npy"]
 Division = Literal["auto", "closed", "open"]
 Shuffle = Literal["global", "local"]
 SubmissionStatus = Literal["onprem", "cloud", "preview", "research"]
+Switch = Literal["auto", "on", "off"]  # auto: the measured default for the device
 
 
 @dataclass
@@ -105,6 +106,10 @@ class TrainConfig:
     channels_last: bool = False
     compile: bool = False
     gradient_compression: Compression = "none"
+    # GPU-only speed options (deepcam_hvd/train/gpu_options.py says what auto means where)
+    pin_memory: Switch = "auto"
+    device_prefetch: Switch = "auto"
+    cudnn_benchmark: Switch = "auto"
     # MLPerf logging
     division: Division = "auto"
     organization: str = "deepcam-hvd"
@@ -323,6 +328,13 @@ HELP: dict[str, str] = {
     "channels_last": "Use the channels-last memory format.",
     "compile": "Compile the model with torch.compile.",
     "gradient_compression": "Horovod gradient compression on the wire: none or fp16.",
+    "pin_memory": "GPU: read batches into page-locked host memory so that their copies to the "
+                  "GPU run asynchronously. auto, on or off (auto: on only where measured to "
+                  "win on a GPU; train prints the value and why).",
+    "device_prefetch": "GPU: copy the next batch to the GPU on a side stream while the current "
+                       "one computes. auto, on or off (as --pin_memory).",
+    "cudnn_benchmark": "GPU: let cuDNN time its algorithms for each input shape and keep the "
+                       "fastest. auto, on or off (as --pin_memory).",
     "division": "MLPerf division: auto (closed only on the full data set), closed or open.",
     "organization": "MLPerf submission_org.",
     "platform": "MLPerf submission_platform (default: a description of this machine).",

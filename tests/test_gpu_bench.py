@@ -64,6 +64,22 @@ def test_bench_step_on_gpu_reports_memory(extra: tuple[str, ...]) -> None:
     assert doc["median_step_s"] > 0 and doc["per_rank"][0]["forward_s"] > 0
 
 
+@pytest.mark.parametrize("source", ["pageable", "pinned", "prefetch"])
+def test_host_inputs_train_on_the_device_batch(source: str) -> None:
+    on_device = _bench()
+    host = _bench("--input", source)
+    assert host["input"] == source
+    assert host["per_rank"][0]["losses"][0] == pytest.approx(
+        on_device["per_rank"][0]["losses"][0], rel=1e-5)
+    assert 0 <= host["per_rank"][0]["input_s"] < host["median_step_s"]
+
+
+def test_cudnn_benchmark_is_set_and_reported() -> None:
+    doc = _bench("--cudnn-benchmark")
+    assert doc["cudnn_benchmark"] is True
+    assert _bench()["cudnn_benchmark"] is False
+
+
 def test_bigger_batch_needs_more_memory() -> None:
     one = _bench("--batch", "1")["max_memory_allocated_bytes"]
     four = _bench("--batch", "4")["max_memory_allocated_bytes"]

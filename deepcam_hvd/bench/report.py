@@ -86,7 +86,10 @@ def format_text(doc: dict[str, Any]) -> str:
     lines = [
         f"{doc['model']} {doc['height']}x{doc['width']} batch {doc['batch']} {doc['precision']}"
         f"{' channels-last' if doc['channels_last'] else ''}"
-        f"{' compiled' if doc['compile'] else ''}: {doc['ranks']} rank(s) x "
+        f"{' compiled' if doc['compile'] else ''}"
+        f"{' cudnn-benchmark' if doc.get('cudnn_benchmark') else ''}"
+        f"{'' if doc.get('input', 'device') == 'device' else ', input ' + doc['input']}"
+        f": {doc['ranks']} rank(s) x "
         f"{doc['threads_per_rank']} thread(s), backend {doc['backend']}, "
         f"allocator {doc['allocator']}",
         f"median step {doc['median_step_s']:.3f} s over {doc['steps']} steps "
@@ -101,7 +104,8 @@ def format_text(doc: dict[str, Any]) -> str:
         lines.append(f"peak resident memory {gib(doc['max_rss_bytes'])} (largest rank)")
     for r in doc["per_rank"]:
         lines.append(
-            f"  rank {r['rank']}: step {r['median_step_s']:.3f} s = forward {r['forward_s']:.3f}"
+            f"  rank {r['rank']}: step {r['median_step_s']:.3f} s = input {r['input_s']:.3f}"
+            f" + forward {r['forward_s']:.3f}"
             f" + backward {r['backward_s']:.3f} + allreduce wait {r['comm_wait_s']:.3f}"
             f" + optimizer {r['optimizer_s']:.3f} (medians)")
     lines.append(f"first loss {doc['loss_first_step']:.6f}"

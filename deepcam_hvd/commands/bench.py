@@ -17,7 +17,7 @@ from deepcam_hvd.bench.memory import (
     reset_peak,
 )
 from deepcam_hvd.bench.report import combine, format_text, rank_figures
-from deepcam_hvd.bench.step import NUM_CLASSES, StepSettings, TrainStep, time_steps
+from deepcam_hvd.bench.step import INPUTS, NUM_CLASSES, StepSettings, TrainStep, time_steps
 from deepcam_hvd.commands.options import runtime_options
 from deepcam_hvd.config import OptimizerName
 from deepcam_hvd.errors import ConfigError, DeepcamError
@@ -50,14 +50,23 @@ def bench() -> None:
               show_default=True, help="The trainer's --channels_last.")
 @click.option("--compile/--no-compile", "compile_", default=False, show_default=True,
               help="The trainer's --compile (torch.compile).")
+@click.option("--input", "input_", type=click.Choice(INPUTS), default="device",
+              show_default=True,
+              help="Where each step's batch comes from: one batch kept on the device (the step "
+                   "alone), or, on a GPU, a host batch copied every step as the trainer does: "
+                   "pageable (--pin_memory off), pinned (--pin_memory on), prefetch (--pin_memory "
+                   "on --device_prefetch on). Timed as the input phase.")
+@click.option("--cudnn-benchmark/--no-cudnn-benchmark", "cudnn_benchmark", default=False,
+              show_default=True, help="The trainer's --cudnn_benchmark on/off (GPU).")
 @click.option("--seed", type=int, default=333, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (rank 0).")
 @click.option("--output", type=click.Path(dir_okay=False, writable=True), default=None,
               help="Also write the JSON object to this file (rank 0).")
 @runtime_options
 def step(model: str, height: int, width: int, batch: int, steps: int, warmup: int,
-         optimizer: str, precision: str, channels_last: bool, compile_: bool, seed: int,
-         as_json: bool, output: str | None, launcher: str, backend: str, device: str) -> None:
+         optimizer: str, precision: str, channels_last: bool, compile_: bool, input_: str,
+         cudnn_benchmark: bool, seed: int, as_json: bool, output: str | None, launcher: str,
+         backend: str, device: str) -> None:
     """Time full training steps (forward, loss, backward, allreduce, optimizer step).
 
     Runs under any launcher; prints the median seconds per step, samples/s and GFLOP/s of
@@ -72,7 +81,8 @@ def step(model: str, height: int, width: int, batch: int, steps: int, warmup: in
         raise ConfigError(str(exc)) from None
     settings = StepSettings(model=model, height=height, width=width, batch=batch,
                             optimizer=optimizer, precision=precision,
-                            channels_last=channels_last, compile=compile_, seed=seed)
+                            channels_last=channels_last, compile=compile_, seed=seed,
+                            input=input_, cudnn_benchmark=cudnn_benchmark)
     runtime = start_runtime(launcher, backend, device, workload=Workload(
         model, height, width, batch, settings.in_channels))
     b = runtime.backend

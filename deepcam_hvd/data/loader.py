@@ -52,7 +52,8 @@ class LoaderSettings:
     (for staged data). ``validation_batch_size`` defaults to ``local_batch_size``; the last
     validation batch of a rank may be short, so nothing is dropped. ``skip_bad_files``
     replaces an unreadable training sample by the next readable one, counting it, instead of
-    stopping.
+    stopping. ``pin_memory`` reads batches into page-locked memory (GPU runs only: it needs
+    CUDA), so that their copies to the device run asynchronously.
     """
 
     local_batch_size: int = 1
@@ -62,6 +63,7 @@ class LoaderSettings:
     shuffle: ShuffleMode = "global"
     validation_batch_size: int | None = None
     skip_bad_files: bool = False
+    pin_memory: bool = False
 
     def __post_init__(self) -> None:
         if self.local_batch_size < 1:
@@ -128,7 +130,8 @@ class ShardLoader:
         plan = self.batches(epoch)
         if not 0 <= start_batch <= len(plan):
             raise ConfigError(f"start batch {start_batch} outside 0..{len(plan)}")
-        batches = read_batches(self.reader, plan[start_batch:], self.settings.readers)
+        batches = read_batches(self.reader, plan[start_batch:], self.settings.readers,
+                               self.settings.pin_memory)
         self._passes.add(batches)
         return batches
 

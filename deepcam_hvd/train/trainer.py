@@ -27,7 +27,9 @@ from deepcam_hvd.model import build_model, convert_batchnorm
 from deepcam_hvd.runtime import Runtime
 from deepcam_hvd.train import mlperf_log as mlp
 from deepcam_hvd.train.checkpointing import Checkpointer, checkpoint_seed
+from deepcam_hvd.train.device_feed import DeviceFeed
 from deepcam_hvd.train.evaluation import Validator
+from deepcam_hvd.train.gpu_options import resolve_gpu_options
 from deepcam_hvd.train.hooks import RunHooks
 from deepcam_hvd.train.loss import WeightedCrossEntropy
 from deepcam_hvd.train.metric import NUM_CLASSES
@@ -79,8 +81,10 @@ class Trainer:
 
     # ---- set-up: everything inside MLPerf's logged init ------------------------------------
     def setup(self) -> None:
-        """Seed, cache clear, staging, data, model, optimizer, schedule, resume; log init."""
+        """Seed, cache clear, GPU options, staging, data, model, optimizer, schedule, resume;
+        log init."""
         b = self.backend
+        self.gpu = resolve_gpu_options(self.cfg, self.device)  # fails before any file is made
         run_on_root(b, lambda: prepare_output_dir(self.out), str(self.out))
         resume_from, state = self.checkpointer.find()
         seed, origin = run_seed(self.cfg.seed, checkpoint_seed(state), b)
@@ -93,6 +97,10 @@ class Trainer:
             evicted = clear_page_cache(cfg.data_dir_prefix, b)
             self.message(f"cache clear: {evicted} data files evicted from the page cache")
         self.log.event("cache_clear", cfg.clear_cache)
+        self.gpu.apply(self.device)
+        if self.device.type == "cuda":
+            self.message(f"gpu options: {self.gpu.describe(cfg)}")
+        self.feed = DeviceFeed(self.device, self.gpu.device_prefetch)
         torch.manual_seed(seed)
         self.data_root = self._stage() if cfg.stage_dir else cfg.data_dir_prefix
         self.loaders = loaders = self.build_loaders()
@@ -110,7 +118,7 @@ class Trainer:
         self.forward = torch.compile(model) if cfg.compile else model
         self.criterion = WeightedCrossEntropy().to(self.device)
         self.validate = Validator(loaders.validation, b, self.criterion, self.device,
-                                  cfg.precision, cfg.channels_last)
+                                  cfg.precision, cfg.channels_last, self.feed)
         self.optimizer = b.distributed_optimizer(
             build_optimizer(cfg, model), model, cfg.gradient_accumulation_frequency,
             cfg.gradient_compression)
@@ -163,7 +171,7 @@ class Trainer:
             local_batch_size=cfg.local_batch_size, readers=cfg.max_inter_threads,
             channels=tuple(cfg.channels), seed=cfg.seed, shuffle=cfg.shuffle,
             validation_batch_size=cfg.local_batch_size_validation,
-            skip_bad_files=cfg.skip_bad_files))
+            skip_bad_files=cfg.skip_bad_files, pin_memory=self.gpu.pin_memory))
 
     def steps_per_epoch(self) -> int:
         """Optimizer steps per epoch on this world (equal on every rank)."""
@@ -229,7 +237,7 @@ class Trainer:
         self.model.train()
         window_loss, window_count, window_start = 0.0, 0, time.perf_counter()
         losses = LossTally(self.device)
-        batches = iter(self.loaders.train.iter_epoch(epoch - 1, p.steps_done * accum))
+        batches = iter(self.feed(self.loaders.train.iter_epoch(epoch - 1, p.steps_done * accum)))
         while p.steps_done < steps:
             started = time.perf_counter()
             self.stop_agreement.start()  # travels with this step's gradient averaging

@@ -92,3 +92,22 @@ def test_full_model_step_flop_matches_the_issue() -> None:
     flop = train_step_flops("deeplab-xception", 16, 3, 1, 768, 1152)
     assert flop == pytest.approx(1.97e12, rel=0.02)  # 3 x 0.655 TFLOP forward
     assert train_step_flops("deeplab-xception", 16, 3, 2, 768, 1152) == pytest.approx(2 * flop)
+
+
+def test_host_input_on_the_cpu_trains_on_the_same_batch(doc: dict) -> None:
+    result = CliRunner().invoke(main, [*ARGS, "--input", "pageable"], env={"OMP_NUM_THREADS": "1"})
+    assert result.exit_code == 0, result.output
+    host = json.loads(result.output.strip().splitlines()[-1])
+    assert (doc["input"], host["input"]) == ("device", "pageable")
+    assert host["per_rank"][0]["losses"] == doc["per_rank"][0]["losses"]
+    assert 0 <= host["per_rank"][0]["input_s"] < host["median_step_s"]
+
+
+@pytest.mark.parametrize("extra", [("--input", "pinned"), ("--input", "prefetch"),
+                                   ("--cudnn-benchmark",)])
+def test_gpu_only_inputs_on_the_cpu_are_one_line(extra: tuple[str, ...]) -> None:
+    result = CliRunner().invoke(main, [*ARGS, "--device", "cpu", *extra])
+    assert result.exit_code == 2
+    assert result.output.startswith("deepcam-hvd: error: bench step --")
+    assert "needs a GPU (this rank computes on cpu)" in result.output
+    assert len(result.output.strip().splitlines()) == 1

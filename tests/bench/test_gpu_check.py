@@ -73,6 +73,30 @@ def test_record_and_summary(helper: ModuleType, tmp_path: Path) -> None:
     assert json.loads((tmp_path / "summary.json").read_text())["stages_ok"] == 1
 
 
+def test_gpu_option_gains_pair_stages_one_change_apart(helper: ModuleType,
+                                                      tmp_path: Path) -> None:
+    bench = tmp_path / "bench"
+    bench.mkdir()
+    rates = {"feed_pageable_b8": 40.0, "feed_pinned_b8": 44.0, "feed_prefetch_b8": 46.2,
+             "feed_prefetch_cudnn_b8": 45.0, "bf16_b8": 50.0}
+    for name, rate in rates.items():
+        (bench / f"{name}.json").write_text(json.dumps({
+            "batch": 8, "precision": "bf16", "samples_per_s": rate, "median_step_s": 8 / rate,
+            "per_rank": [{"input_s": 0.01}]}))
+    doc = helper.summary(tmp_path)
+    gains = doc["gpu_options"]
+    assert list(gains) == ["pin_memory", "device_prefetch", "cudnn_benchmark"]
+    assert gains["pin_memory"]["ratio"] == pytest.approx(44 / 40)
+    assert (gains["device_prefetch"]["with"], gains["device_prefetch"]["without"]) == \
+        ("feed_prefetch", "feed_pinned")
+    assert gains["device_prefetch"]["ratio"] == pytest.approx(46.2 / 44)
+    assert gains["cudnn_benchmark"]["ratio"] == pytest.approx(45 / 46.2)  # a loss shows too
+    assert "| cudnn_benchmark | feed_prefetch_cudnn | feed_prefetch | 8 | 45 | 46.2 | 0.974 |" \
+        in (tmp_path / "summary.md").read_text()
+    (bench / "feed_pinned_b8.json").unlink()  # a stage that did not run: no pair with it
+    assert list(helper.summary(tmp_path)["gpu_options"]) == ["cudnn_benchmark"]
+
+
 def test_error_line_prefers_the_cause(helper: ModuleType, tmp_path: Path) -> None:
     log = tmp_path / "x.log"
     log.write_text("[0]<stderr>:AttributeError: no _cuda_setDevice\n"
@@ -100,7 +124,7 @@ def test_smoke_run_of_every_stage(tmp_path: Path) -> None:
     doc = json.loads((out / "summary.json").read_text())
     assert [s["stage"] for s in doc["stages"]] == [
         "env", "deps", "bench_bf16-cl_b1", "data_synth", "train", "info", "collectives",
-        "bench_horovod_bf16_b2"]
+        "bench_horovod_bf16_b2", "feed_pageable_b2"]
     assert doc["stages_failed"] == [] and doc["stages_skipped"] == [], doc["stages"]
     assert doc["mode"] == "smoke" and doc["elapsed_s"] > 0
     assert doc["environment"]["torch"] and doc["horovod_build"]["installed"]
@@ -109,6 +133,10 @@ def test_smoke_run_of_every_stage(tmp_path: Path) -> None:
     assert rows["bf16-cl_b1"]["channels_last"] and rows["bf16-cl_b1"]["precision"] == "bf16"
     assert rows["horovod_bf16_b2"]["backend"] == "horovod" and rows["horovod_bf16_b2"]["batch"] == 2
     assert rows["bf16-cl_b1"]["max_rss_bytes"] > 0
+    feed = rows["feed_pageable_b2"]
+    assert (feed["input"], feed["batch"], feed["precision"]) == ("pageable", 2, "bf16")
+    assert feed["input_s"] >= 0
+    assert doc["gpu_options"] == {}  # no pinned or prefetched copies without a GPU
     assert doc["train"]["epochs_run"] == 2
     assert (out / "train" / "mlperf.log").exists() and (out / "summary.md").exists()
     assert "[gpu-check] done" in proc.stdout

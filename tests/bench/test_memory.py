@@ -34,7 +34,8 @@ def test_gib() -> None:
 def _times() -> StepTimes:
     times = StepTimes()
     for loss in (1.0, 0.9):
-        times.add({"forward": 0.1, "backward": 0.2, "comm_wait": 0.0, "optimizer": 0.05}, loss)
+        times.add({"input": 0.0, "forward": 0.1, "backward": 0.2, "comm_wait": 0.0,
+                   "optimizer": 0.05}, loss)
     return times
 
 

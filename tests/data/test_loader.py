@@ -165,3 +165,16 @@ def test_normalised_range(small_root: Path) -> None:
     hi = data.amax(dim=(0, 2, 3)).numpy()
     assert np.all(lo >= -1e-6) and np.all(hi <= 1 + 1e-6)
     assert np.all(hi - lo > 0.3)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(),
+                    reason="needs a CUDA GPU (torch.cuda.is_available() is False)")
+@pytest.mark.parametrize("readers", [0, 2])
+def test_pinned_batches_hold_the_same_samples(small_root: Path, readers: int) -> None:
+    plain = LoaderSettings(local_batch_size=2, readers=readers, seed=4)
+    pinned = LoaderSettings(local_batch_size=2, readers=readers, seed=4, pin_memory=True)
+    with train_loader(small_root, 0, 1, plain) as a, train_loader(small_root, 0, 1, pinned) as b:
+        for x, y in zip(a.iter_epoch(1), b.iter_epoch(1), strict=True):
+            assert y.data.is_pinned() and y.label.is_pinned() and not x.data.is_pinned()
+            assert x.filenames == y.filenames
+            assert torch.equal(x.data, y.data) and torch.equal(x.label, y.label)

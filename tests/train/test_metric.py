@@ -5,7 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from deepcam_hvd.train.metric import batch_iou, per_sample_iou
+from deepcam_hvd.train.metric import (
+    batch_iou,
+    counts_by_bincount,
+    counts_by_comparison,
+    per_sample_iou,
+)
 
 
 def t(rows: list[list[int]]) -> torch.Tensor:
@@ -67,3 +72,24 @@ def test_matches_reference_formula_on_random_data() -> None:
             fn = ((pred[b] != c) & (label[b] == c)).sum().item()
             total += tp / (tp + fp + fn) if tp + fp + fn else 1.0
         assert ours[b].item() == pytest.approx(total / 3, abs=1e-6)
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_gpu_counting_gives_the_cpu_counts(batch: int) -> None:
+    """The GPU's counting (comparisons, no host read-back) and the CPU's (one bincount) give
+    the same integers, so the IoU does not depend on the device."""
+    gen = torch.Generator().manual_seed(batch)
+    shares = torch.tensor([0.9, 0.03, 0.07])
+    gt = torch.multinomial(shares, batch * 48 * 64, replacement=True, generator=gen)
+    pred = torch.multinomial(shares, batch * 48 * 64, replacement=True, generator=gen)
+    gt, pred = gt.view(batch, -1), pred.view(batch, -1)
+    gt[0, :5] = 2  # every class present in some sample
+    by_bincount = counts_by_bincount(pred, gt)
+    by_comparison = counts_by_comparison(pred, gt)
+    for a, b in zip(by_bincount, by_comparison, strict=True):
+        assert a.dtype == b.dtype == torch.float64
+        assert torch.equal(a, b)
+    tp, predicted, actual = by_bincount
+    assert tp.sum().item() == (pred == gt).sum().item()
+    assert predicted[0].tolist() == [float((pred[0] == c).sum()) for c in range(3)]
+    assert actual[0].tolist() == [float((gt[0] == c).sum()) for c in range(3)]

@@ -153,3 +153,15 @@ def test_sample_size_the_network_cannot_take_is_named(synth_root: SynthRoot) -> 
     assert proc.returncode == 2
     assert proc.stderr == (f"deepcam-hvd: error: {data}: samples are 48x72; the network needs "
                            "height and width divisible by 16\n")
+
+
+def test_a_gpu_option_on_without_a_gpu_is_one_line_before_any_file(tiny_root: Path,
+                                                                   tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    proc = subprocess.run([DEEPCAM, "train", *FAST, "--data_dir", str(tiny_root), "--output_dir",
+                           str(out), "--device", "cpu", "--seed", "3", "--device_prefetch", "on"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr == ("deepcam-hvd: error: --device_prefetch on needs a GPU (this rank "
+                           "computes on cpu); use auto or off\n")
+    assert not out.exists()

@@ -7,6 +7,7 @@ import signal
 from pathlib import Path
 
 import pytest
+import torch
 
 from deepcam_hvd.config import TrainConfig, resolve_config
 from deepcam_hvd.runtime import Runtime, start_runtime
@@ -55,3 +56,21 @@ def test_stop_within_one_step_then_resume_equals_straight(tiny_root: Path, tmp_p
     assert resumed.stopped_by == "max_epochs"
     for key in ("train_loss", "eval_loss", "eval_iou"):
         assert getattr(resumed, key) == pytest.approx(getattr(straight, key), abs=1e-6), key
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(),
+                    reason="needs a CUDA GPU (torch.cuda.is_available() is False)")
+def test_pinned_prefetched_batches_train_as_plain_copies(tiny_root: Path, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pinned memory and the side-stream prefetch change when bytes move, not which: a GPU run
+    with them gives the plain run's losses and IoU (to float atomics' reordering: the
+    upsampling's backward adds in any order even with deterministic cuDNN)."""
+    monkeypatch.setattr(torch.backends.cudnn, "deterministic", True)
+    gpu = start_runtime("single", "local", "cuda", env={})
+    plain, fed = (run_training(config(tiny_root, tmp_path / name, max_epochs=2,
+                                      cudnn_benchmark="off", pin_memory=value,
+                                      device_prefetch=value), gpu)
+                  for name, value in (("plain", "off"), ("fed", "on")))
+    assert fed.steps == plain.steps == 8
+    for key in ("train_loss", "eval_loss", "eval_iou"):
+        assert getattr(fed, key) == pytest.approx(getattr(plain, key), rel=1e-4), key

@@ -38,7 +38,7 @@ fi
 # mlperf_logging.mllog and torch.utils.tensorboard's writer, which need none of pandas, scipy,
 # grpcio, werkzeug or markdown.
 WITH_DEPS=(numpy h5py click tqdm pyyaml cloudpickle psutil packaging "protobuf>=6.31.1,<8"
-           absl-py "setuptools<82" wheel)
+           absl-py "setuptools<82" wheel pytest)
 NO_DEPS=(mlperf-logging tensorboard)
 say "downloading wheels for CPython $PYV into ${DEST#"$ROOT"/}"
 PLATFORM=(--only-binary :all: --python-version "$PYV" --implementation cp --abi "cp${PYV/./}"

@@ -22,6 +22,7 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+from xml.etree import ElementTree
 
 #: (module that must be importable, pip requirement that provides it): what deepcam-hvd's
 #: info, bench, data synth and train and Horovod's torch module import, without torch. They are
@@ -43,6 +44,10 @@ REQUIREMENTS: list[tuple[str, str]] = [
     ("tensorboard", "tensorboard"),
     ("setuptools", "setuptools<82"),  # Horovod's build (pip wheel --no-build-isolation)
     ("wheel", "wheel"),  # the same, with a setuptools older than 70.1
+    ("pytest", "pytest"),  # the gpu_tests stage: the suite's CUDA-only tests
+    ("pluggy", "pluggy"),
+    ("iniconfig", "iniconfig"),
+    ("pygments", "pygments"),  # pytest 8.4 and later
 ]
 
 STATUS_BY_RC = {0: "ok", 124: "timeout", 137: "timeout"}
@@ -232,6 +237,22 @@ def gpu_option_gains(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return gains
 
 
+def test_counts(junit: Path) -> dict[str, Any] | None:
+    """Tests run, failed (failures + errors) and skipped in a JUnit XML report, and the names
+    of the failed ones; None without a readable report."""
+    try:
+        root = ElementTree.parse(junit).getroot()
+    except (OSError, ElementTree.ParseError):
+        return None
+    suites = [root] if root.tag == "testsuite" else list(root.iter("testsuite"))
+    cases = [case for suite in suites for case in suite.iter("testcase")]
+    failed = [f"{c.get('classname')}::{c.get('name')}" for c in cases
+              if c.find("failure") is not None or c.find("error") is not None]
+    skipped = sum(c.find("skipped") is not None for c in cases)
+    return {"tests": len(cases), "passed": len(cases) - len(failed) - skipped,
+            "failed": failed, "skipped": skipped}
+
+
 def summary(outdir: Path) -> dict[str, Any]:
     """Write ``summary.json`` and ``summary.md`` from what the stages left in ``outdir``."""
     stages = []
@@ -252,6 +273,7 @@ def summary(outdir: Path) -> dict[str, Any]:
         "bench": _bench_rows(outdir, stages),
         "train": _load(outdir / "train" / "summary.json"),
         "train_fast": _load(outdir / "train_fast" / "summary.json"),
+        "gpu_tests": test_counts(outdir / "gpu_tests.xml"),
     }
     doc["gpu_options"] = gpu_option_gains(doc["bench"])
     for name, text in (("summary.json", json.dumps(doc, indent=2) + "\n"),
@@ -299,6 +321,11 @@ def markdown(doc: dict[str, Any]) -> str:
             lines.append(f"| {option} | {g['with']} | {g['without']} | {g['batch']} | "
                          f"{_num(g['samples_per_s_on'])} | {_num(g['samples_per_s_off'])} | "
                          f"{g['ratio']:.3f} |")
+    tests = doc.get("gpu_tests")
+    if tests:
+        lines += ["", f"gpu_tests: {tests['passed']} passed, {len(tests['failed'])} failed, "
+                  f"{tests['skipped']} skipped" + (f" ({', '.join(tests['failed'])})"
+                                                   if tests["failed"] else "")]
     for name in ("train", "train_fast"):
         train = doc.get(name)
         if isinstance(train, dict):

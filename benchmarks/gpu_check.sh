@@ -27,17 +27,19 @@
 #                 phases, peak memory                                 -> bench/<mode>_b<N>.json
 #   data_synth, train   deepcam-hvd data synth (64+16 samples of 96x144) and train --device cuda
 #                 --max_epochs 2 with jobs/demo.toml        -> train/summary.json, train/mlperf.log
-#   info          deepcam-hvd info --json (horovod_build must list NCCL) -> info.json
-#   collectives   Horovod allreduce/allgather/broadcast of CUDA tensors under horovodrun --gloo
-#                 (NCCL_DEBUG=INFO: the log must show NCCL at work)   -> horovod_collectives.json
-#   bench_horovod_bf16_b2  bench step through Horovod's DistributedOptimizer (NCCL), 1 rank
 #   feed_<input>_b<N>  the trainer's GPU speed options, one at a time, bf16 at local batch N
 #                 (GPU_CHECK_FEED_BATCH, 8): bench step --input pageable | pinned | prefetch,
 #                 and prefetch with --cudnn-benchmark (feed_prefetch_cudnn); summary.json's
 #                 "gpu_options" gives each one's samples/s against its absence
-#                                                                     -> bench/feed_*.json
+#                 (these run while the build goes on)                 -> bench/feed_*.json
+#   info          deepcam-hvd info --json (horovod_build must list NCCL) -> info.json
+#   collectives   Horovod allreduce/allgather/broadcast of CUDA tensors under horovodrun --gloo
+#                 (NCCL_DEBUG=INFO: the log must show NCCL at work)   -> horovod_collectives.json
+#   bench_horovod_bf16_b2  bench step through Horovod's DistributedOptimizer (NCCL), 1 rank
 #   train_fast    (GPU) the demo training again with --pin_memory on --device_prefetch on
 #                 --cudnn_benchmark on                  -> train_fast/summary.json, mlperf.log
+#   gpu_tests     the test suite's CUDA-only tests (GPU_TESTS below; skipped without a GPU)
+#                                                                     -> gpu_tests.xml (JUnit)
 # OUTDIR gets summary.json and summary.md (rewritten after every stage, so a killed run still
 # leaves one), stages.jsonl, run.json and logs/<stage>.log. Exit status 1 if a stage failed or
 # timed out (skipped ones do not count), else 0. Build products stay in GPU_CHECK_WORK
@@ -182,6 +184,16 @@ stage_data_synth() {
         --height "$SYNTH_H" --width "$SYNTH_W" --seed 333
 }
 
+# the tests that need a GPU (each skips, saying so, without one)
+GPU_TESTS=(tests/test_gpu_bench.py tests/train/test_device_feed.py
+           tests/train/test_trainer_inprocess.py::test_pinned_prefetched_batches_train_as_plain_copies
+           tests/data/test_loader.py::test_pinned_batches_hold_the_same_samples)
+
+stage_gpu_tests() {
+    cd "$ROOT"
+    "$PY" -m pytest -q -p no:cacheprovider --junitxml "$OUT/gpu_tests.xml" "${GPU_TESTS[@]}"
+}
+
 stage_train() {  # stage_train NAME [extra train options...]
     local name=$1 rc=0
     shift
@@ -221,7 +233,7 @@ done
 mkdir -p "$OUT"/logs "$OUT"/bench
 OUT=$(cd "$OUT" && pwd)
 (cd "$OUT" && rm -rf stages.jsonl summary.json summary.md run.json env.json info.json \
-    horovod_collectives.json bench/*.json logs/*.log train train_fast)
+    horovod_collectives.json bench/*.json logs/*.log train train_fast gpu_tests.xml)
 
 # the Python with torch: $PYTHON, else python3, else python
 PY=""
@@ -316,10 +328,6 @@ fi
 bench_stages
 stage data_synth 60 15 data_synth
 stage train "$LIMIT_TRAIN" 30 train train
-[ -z "$build_pid" ] || wait "$build_pid" || true
-stage info 60 10 info
-stage collectives 90 20 collectives
-stage bench_horovod_bf16_b2 "$LIMIT_BENCH" 20 bench_horovod
 # the GPU speed options, each against its absence (on the CPU only the pageable copy exists)
 feed_inputs="pageable"
 [ "$MODE" = gpu ] && feed_inputs="pageable pinned prefetch"
@@ -331,9 +339,16 @@ if [ "$MODE" = gpu ]; then
     stage "feed_prefetch_cudnn_b$FEED_BATCH" "$LIMIT_BENCH" 20 bench bf16 "$FEED_BATCH" \
         --input prefetch --cudnn-benchmark --json \
         --output "$OUT/bench/feed_prefetch_cudnn_b$FEED_BATCH.json"
+fi
+[ -z "$build_pid" ] || wait "$build_pid" || true
+stage info 60 10 info
+stage collectives 90 20 collectives
+stage bench_horovod_bf16_b2 "$LIMIT_BENCH" 20 bench_horovod
+if [ "$MODE" = gpu ]; then
     stage train_fast "$LIMIT_TRAIN" 30 train train_fast --pin_memory on --device_prefetch on \
         --cudnn_benchmark on
 fi
+stage gpu_tests 180 30 gpu_tests
 
 "$PY" - "$OUT/run.json" "$((SECONDS - T0))" <<'PYEOF'
 import json, sys

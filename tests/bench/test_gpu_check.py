@@ -97,6 +97,22 @@ def test_gpu_option_gains_pair_stages_one_change_apart(helper: ModuleType,
     assert list(helper.summary(tmp_path)["gpu_options"]) == ["cudnn_benchmark"]
 
 
+def test_test_counts_read_a_junit_report(helper: ModuleType, tmp_path: Path) -> None:
+    report = tmp_path / "r.xml"
+    report.write_text(
+        '<testsuites><testsuite name="pytest" tests="4">'
+        '<testcase classname="tests.a" name="ok"/>'
+        '<testcase classname="tests.a" name="bad"><failure message="x"/></testcase>'
+        '<testcase classname="tests.b" name="broken"><error message="y"/></testcase>'
+        '<testcase classname="tests.b" name="nogpu"><skipped message="needs a GPU"/></testcase>'
+        '</testsuite></testsuites>')
+    assert helper.test_counts(report) == {"tests": 4, "passed": 1, "skipped": 1,
+                                          "failed": ["tests.a::bad", "tests.b::broken"]}
+    assert helper.test_counts(tmp_path / "absent.xml") is None
+    report.write_text("<testsuites><testsuite")
+    assert helper.test_counts(report) is None
+
+
 def test_error_line_prefers_the_cause(helper: ModuleType, tmp_path: Path) -> None:
     log = tmp_path / "x.log"
     log.write_text("[0]<stderr>:AttributeError: no _cuda_setDevice\n"
@@ -123,8 +139,8 @@ def test_smoke_run_of_every_stage(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
     doc = json.loads((out / "summary.json").read_text())
     assert [s["stage"] for s in doc["stages"]] == [
-        "env", "deps", "bench_bf16-cl_b1", "data_synth", "train", "info", "collectives",
-        "bench_horovod_bf16_b2", "feed_pageable_b2"]
+        "env", "deps", "bench_bf16-cl_b1", "data_synth", "train", "feed_pageable_b2", "info",
+        "collectives", "bench_horovod_bf16_b2", "gpu_tests"]
     assert doc["stages_failed"] == [] and doc["stages_skipped"] == [], doc["stages"]
     assert doc["mode"] == "smoke" and doc["elapsed_s"] > 0
     assert doc["environment"]["torch"] and doc["horovod_build"]["installed"]
@@ -137,6 +153,8 @@ def test_smoke_run_of_every_stage(tmp_path: Path) -> None:
     assert (feed["input"], feed["batch"], feed["precision"]) == ("pageable", 2, "bf16")
     assert feed["input_s"] >= 0
     assert doc["gpu_options"] == {}  # no pinned or prefetched copies without a GPU
+    tests = doc["gpu_tests"]  # without a GPU the CUDA tests skip; the CPU ones of those files pass
+    assert tests["failed"] == [] and tests["skipped"] >= 10 and tests["passed"] >= 5
     assert doc["train"]["epochs_run"] == 2
     assert (out / "train" / "mlperf.log").exists() and (out / "summary.md").exists()
     assert "[gpu-check] done" in proc.stdout

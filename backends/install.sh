@@ -236,7 +236,10 @@ else
         "${PIP[@]}" download --no-deps --no-binary :all: "horovod==$HOROVOD_VERSION" -d "$work"
         tar -xzf "$work/horovod-$HOROVOD_VERSION.tar.gz" -C "$work"
         src="$work/horovod-$HOROVOD_VERSION"
-        "$VPY" "$ROOT/backends/patch_horovod.py" "$src"
+        # C++20 for a torch extension against torch 2.14+, else C++17 (TensorFlow 2.15: 17)
+        cxx=()
+        [ "$frameworks" != tensorflow ] || cxx=(--cxx-standard 17)
+        "$VPY" "$ROOT/backends/patch_horovod.py" "$src" "${cxx[@]}"
         # CMake 4 refuses gloo's ancient cmake_minimum_required; this lets it configure.
         export CMAKE_POLICY_VERSION_MINIMUM=3.5
         export MAKEFLAGS="-j$(nproc)"

@@ -274,6 +274,7 @@ def summary(outdir: Path) -> dict[str, Any]:
         "train": _load(outdir / "train" / "summary.json"),
         "train_fast": _load(outdir / "train_fast" / "summary.json"),
         "gpu_tests": test_counts(outdir / "gpu_tests.xml"),
+        "lamb_step": _load(outdir / "lamb_step.json"),
     }
     doc["gpu_options"] = gpu_option_gains(doc["bench"])
     for name, text in (("summary.json", json.dumps(doc, indent=2) + "\n"),
@@ -321,6 +322,11 @@ def markdown(doc: dict[str, Any]) -> str:
             lines.append(f"| {option} | {g['with']} | {g['without']} | {g['batch']} | "
                          f"{_num(g['samples_per_s_on'])} | {_num(g['samples_per_s_off'])} | "
                          f"{g['ratio']:.3f} |")
+    lamb = doc.get("lamb_step")
+    if isinstance(lamb, dict):
+        lines += ["", f"lamb_step: one tensor at a time {lamb['median_one_at_a_time_s'] * 1e3:.2f}"
+                  f" ms, all at once {lamb['median_all_at_once_s'] * 1e3:.2f} ms a step "
+                  f"(x{lamb['speedup']:.2f})"]
     tests = doc.get("gpu_tests")
     if tests:
         lines += ["", f"gpu_tests: {tests['passed']} passed, {len(tests['failed'])} failed, "

@@ -32,6 +32,9 @@
 #                 and prefetch with --cudnn-benchmark (feed_prefetch_cudnn); summary.json's
 #                 "gpu_options" gives each one's samples/s against its absence
 #                 (these run while the build goes on)                 -> bench/feed_*.json
+#   lamb_step     LAMB's update of the full model's parameters, one tensor at a time against
+#                 all at once (benchmarks/lamb_step.py; all at once is LAMB's GPU default)
+#                                                                     -> lamb_step.json
 #   info          deepcam-hvd info --json (horovod_build must list NCCL) -> info.json
 #   collectives   Horovod allreduce/allgather/broadcast of CUDA tensors under horovodrun --gloo
 #                 (NCCL_DEBUG=INFO: the log must show NCCL at work)   -> horovod_collectives.json
@@ -187,11 +190,18 @@ stage_data_synth() {
 # the tests that need a GPU (each skips, saying so, without one)
 GPU_TESTS=(tests/test_gpu_bench.py tests/train/test_device_feed.py
            tests/train/test_trainer_inprocess.py::test_pinned_prefetched_batches_train_as_plain_copies
-           tests/data/test_loader.py::test_pinned_batches_hold_the_same_samples)
+           tests/data/test_loader.py::test_pinned_batches_hold_the_same_samples
+           tests/train/test_lamb.py::test_all_at_once_on_a_gpu_matches_one_at_a_time)
 
 stage_gpu_tests() {
     cd "$ROOT"
     "$PY" -m pytest -q -p no:cacheprovider --junitxml "$OUT/gpu_tests.xml" "${GPU_TESTS[@]}"
+}
+
+stage_lamb_step() {
+    # shellcheck disable=SC2086
+    "$PY" "$ROOT/benchmarks/lamb_step.py" --device "$DEVICE" $LAMB_ARGS \
+        --output "$OUT/lamb_step.json"
 }
 
 stage_train() {  # stage_train NAME [extra train options...]
@@ -233,7 +243,8 @@ done
 mkdir -p "$OUT"/logs "$OUT"/bench
 OUT=$(cd "$OUT" && pwd)
 (cd "$OUT" && rm -rf stages.jsonl summary.json summary.md run.json env.json info.json \
-    horovod_collectives.json bench/*.json logs/*.log train train_fast gpu_tests.xml)
+    horovod_collectives.json bench/*.json logs/*.log train train_fast gpu_tests.xml \
+    lamb_step.json)
 
 # the Python with torch: $PYTHON, else python3, else python
 PY=""
@@ -262,6 +273,7 @@ if [ "$MODE" = gpu ]; then
     BENCH_SIZE_S=""                      # the defaults: deeplab-xception at 768x1152
     export OMP_NUM_THREADS=${OMP_NUM_THREADS:-4}  # GPU runs; leaves the cores to the build
     LIMIT_BUILD=300 LIMIT_BENCH=90 LIMIT_TRAIN=150
+    export LAMB_ARGS="--steps 20 --rounds 3"
 else
     export DEVICE=cpu SYNTH_TRAIN=16 SYNTH_VAL=4 SYNTH_H=32 SYNTH_W=48
     BUDGET=${GPU_CHECK_BUDGET_S:-2400}    # a Horovod build on 2 cores takes ~10-15 minutes
@@ -269,6 +281,7 @@ else
     BATCHES=${GPU_CHECK_BATCHES:-1 2}
     FEED_BATCH=${GPU_CHECK_FEED_BATCH:-2}
     LIMIT_BUILD=1800 LIMIT_BENCH=60 LIMIT_TRAIN=120
+    export LAMB_ARGS="--steps 1 --rounds 1"
 fi
 export BENCH_SIZE_S TRAIN_EXTRA_S="${GPU_CHECK_TRAIN_ARGS:-}"
 common_setup
@@ -340,6 +353,7 @@ if [ "$MODE" = gpu ]; then
         --input prefetch --cudnn-benchmark --json \
         --output "$OUT/bench/feed_prefetch_cudnn_b$FEED_BATCH.json"
 fi
+stage lamb_step 90 20 lamb_step
 [ -z "$build_pid" ] || wait "$build_pid" || true
 stage info 60 10 info
 stage collectives 90 20 collectives

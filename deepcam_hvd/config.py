@@ -110,6 +110,7 @@ class TrainConfig:
     pin_memory: Switch = "auto"
     device_prefetch: Switch = "auto"
     cudnn_benchmark: Switch = "auto"
+    lamb_foreach: Switch = "auto"
     # MLPerf logging
     division: Division = "auto"
     organization: str = "deepcam-hvd"
@@ -335,6 +336,8 @@ HELP: dict[str, str] = {
                        "one computes. auto, on or off (as --pin_memory).",
     "cudnn_benchmark": "GPU: let cuDNN time its algorithms for each input shape and keep the "
                        "fastest. auto, on or off (as --pin_memory).",
+    "lamb_foreach": "GPU: LAMB updates all tensors at once (torch._foreach_*) instead of one "
+                    "at a time; the same arithmetic. auto, on or off (as --pin_memory).",
     "division": "MLPerf division: auto (closed only on the full data set), closed or open.",
     "organization": "MLPerf submission_org.",
     "platform": "MLPerf submission_platform (default: a description of this machine).",

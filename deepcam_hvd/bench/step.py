@@ -134,7 +134,8 @@ class TrainStep:
         self.device = device
         cfg = settings.train_config()
         self.cfg = cfg
-        resolve_gpu_options(cfg, device).apply(device)  # the trainer's cuDNN switch
+        gpu = resolve_gpu_options(cfg, device)
+        gpu.apply(device)  # the trainer's cuDNN switch
         torch.manual_seed(settings.seed)
         model = build_model(settings.model, settings.in_channels, NUM_CLASSES).to(device)
         if settings.channels_last:
@@ -143,7 +144,8 @@ class TrainStep:
         self.forward: Callable[[torch.Tensor], torch.Tensor] = (
             torch.compile(model) if settings.compile else model)  # type: ignore[assignment]
         self.criterion = WeightedCrossEntropy().to(device)
-        self.optimizer = backend.distributed_optimizer(build_optimizer(cfg, model), model, 1)
+        self.optimizer = backend.distributed_optimizer(
+            build_optimizer(cfg, model, gpu.lamb_foreach), model, 1)
         backend.broadcast_state(model, self.optimizer, root=0)
         on_host = settings.input != "device"
         self.data, self.label = synthetic_batch(settings, backend.rank,

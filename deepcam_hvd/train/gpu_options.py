@@ -21,11 +21,12 @@ SWITCH_VALUES: tuple[str, ...] = get_args(Switch)
 
 #: What ``auto`` means on a GPU, and the measurement behind it (None: not yet measured on a
 #: GPU, so off). ``benchmarks/gpu_check.sh`` times each against its absence (``bench step
-#: --input``/``--cudnn-benchmark``, stages ``feed_*``).
+#: --input``/``--cudnn-benchmark``, stages ``feed_*``; ``benchmarks/lamb_step.py``).
 GPU_DEFAULTS: dict[str, tuple[bool, str | None]] = {
     "pin_memory": (False, None),
     "device_prefetch": (False, None),
     "cudnn_benchmark": (False, None),
+    "lamb_foreach": (False, None),  # benchmarks/lamb_step.py, stage lamb_step
 }
 
 @dataclass(frozen=True)
@@ -35,6 +36,7 @@ class GpuOptions:
     pin_memory: bool = False
     device_prefetch: bool = False
     cudnn_benchmark: bool = False
+    lamb_foreach: bool = False
 
     def describe(self, cfg: TrainConfig) -> str:
         """One line: each option's value and where it came from, e.g.

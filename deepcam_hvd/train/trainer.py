@@ -120,7 +120,8 @@ class Trainer:
         self.validate = Validator(loaders.validation, b, self.criterion, self.device,
                                   cfg.precision, cfg.channels_last, self.feed)
         self.optimizer = b.distributed_optimizer(
-            build_optimizer(cfg, model), model, cfg.gradient_accumulation_frequency,
+            build_optimizer(cfg, model, self.gpu.lamb_foreach), model,
+            cfg.gradient_accumulation_frequency,
             cfg.gradient_compression)
         self.scheduler = build_scheduler(self.optimizer, cfg.lr_schedule, cfg.lr_warmup_steps,
                                          cfg.lr_warmup_factor, cfg.start_lr)

@@ -139,8 +139,8 @@ def test_smoke_run_of_every_stage(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
     doc = json.loads((out / "summary.json").read_text())
     assert [s["stage"] for s in doc["stages"]] == [
-        "env", "deps", "bench_bf16-cl_b1", "data_synth", "train", "feed_pageable_b2", "info",
-        "collectives", "bench_horovod_bf16_b2", "gpu_tests"]
+        "env", "deps", "bench_bf16-cl_b1", "data_synth", "train", "feed_pageable_b2",
+        "lamb_step", "info", "collectives", "bench_horovod_bf16_b2", "gpu_tests"]
     assert doc["stages_failed"] == [] and doc["stages_skipped"] == [], doc["stages"]
     assert doc["mode"] == "smoke" and doc["elapsed_s"] > 0
     assert doc["environment"]["torch"] and doc["horovod_build"]["installed"]
@@ -153,6 +153,10 @@ def test_smoke_run_of_every_stage(tmp_path: Path) -> None:
     assert (feed["input"], feed["batch"], feed["precision"]) == ("pageable", 2, "bf16")
     assert feed["input_s"] >= 0
     assert doc["gpu_options"] == {}  # no pinned or prefetched copies without a GPU
+    lamb = doc["lamb_step"]
+    assert lamb["device"] == "cpu" and lamb["median_one_at_a_time_s"] > 0
+    assert lamb["speedup"] == lamb["median_one_at_a_time_s"] / lamb["median_all_at_once_s"]
+    assert "lamb_step: one tensor at a time" in (out / "summary.md").read_text()
     tests = doc["gpu_tests"]  # without a GPU the CUDA tests skip; the CPU ones of those files pass
     assert tests["failed"] == [] and tests["skipped"] >= 10 and tests["passed"] >= 5
     assert doc["train"]["epochs_run"] == 2

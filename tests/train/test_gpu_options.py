@@ -10,7 +10,7 @@ from deepcam_hvd.errors import ConfigError
 from deepcam_hvd.train.gpu_options import GPU_DEFAULTS, GpuOptions, resolve_gpu_options
 
 CPU, GPU = torch.device("cpu"), torch.device("cuda", 0)  # a GPU device object needs no GPU
-NAMES = ("pin_memory", "device_prefetch", "cudnn_benchmark")
+NAMES = ("pin_memory", "device_prefetch", "cudnn_benchmark", "lamb_foreach")
 
 
 def test_the_table_lists_every_option_and_each_auto_on_has_its_measurement() -> None:
@@ -21,10 +21,10 @@ def test_the_table_lists_every_option_and_each_auto_on_has_its_measurement() -> 
 
 def test_defaults_are_auto_and_everything_is_off_on_the_cpu() -> None:
     cfg = TrainConfig()
-    assert [getattr(cfg, n) for n in NAMES] == ["auto"] * 3
-    assert resolve_gpu_options(cfg, CPU) == GpuOptions(False, False, False)
+    assert [getattr(cfg, n) for n in NAMES] == ["auto"] * len(NAMES)
+    assert resolve_gpu_options(cfg, CPU) == GpuOptions(False, False, False, False)
     off = resolve_config({n: "off" for n in NAMES})
-    assert resolve_gpu_options(off, CPU) == GpuOptions(False, False, False)
+    assert resolve_gpu_options(off, CPU) == GpuOptions(False, False, False, False)
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -62,14 +62,15 @@ def test_stop_within_one_step_then_resume_equals_straight(tiny_root: Path, tmp_p
                     reason="needs a CUDA GPU (torch.cuda.is_available() is False)")
 def test_pinned_prefetched_batches_train_as_plain_copies(tiny_root: Path, tmp_path: Path,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
-    """Pinned memory and the side-stream prefetch change when bytes move, not which: a GPU run
-    with them gives the plain run's losses and IoU (to float atomics' reordering: the
-    upsampling's backward adds in any order even with deterministic cuDNN)."""
+    """Pinned memory and the side-stream prefetch change when bytes move, not which, and LAMB
+    all at once is LAMB one tensor at a time: a GPU run with them gives the plain run's losses
+    and IoU (to float atomics' reordering: the upsampling's backward adds in any order even
+    with deterministic cuDNN)."""
     monkeypatch.setattr(torch.backends.cudnn, "deterministic", True)
     gpu = start_runtime("single", "local", "cuda", env={})
     plain, fed = (run_training(config(tiny_root, tmp_path / name, max_epochs=2,
                                       cudnn_benchmark="off", pin_memory=value,
-                                      device_prefetch=value), gpu)
+                                      device_prefetch=value, lamb_foreach=value), gpu)
                   for name, value in (("plain", "off"), ("fed", "on")))
     assert fed.steps == plain.steps == 8
     for key in ("train_loss", "eval_loss", "eval_iou"):

@@ -29,6 +29,7 @@ GPU_DEFAULTS: dict[str, tuple[bool, str | None]] = {
     "lamb_foreach": (False, None),  # benchmarks/lamb_step.py, stage lamb_step
 }
 
+
 @dataclass(frozen=True)
 class GpuOptions:
     """The resolved speed options of one rank (all False on the CPU)."""

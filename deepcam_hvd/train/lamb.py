@@ -90,13 +90,17 @@ class LAMB(torch.optim.Optimizer):
         return loss
 
 
+def _bias_corrections(group: dict[str, Any]) -> tuple[float, float, float, float]:
+    """beta1, beta2 and the bias corrections 1 - beta^t of ``group``'s current step."""
+    beta1, beta2 = group["betas"]
+    t = group["step"]
+    return beta1, beta2, 1 - beta1 ** t, 1 - beta2 ** t
+
+
 def _update_each(opt: LAMB, group: dict[str, Any], params: list[torch.Tensor],
                  clip: torch.Tensor) -> None:
     """Steps 2-5 for ``params`` of ``group``, one tensor at a time."""
-    beta1, beta2 = group["betas"]
-    t = group["step"]
-    correction1 = 1 - beta1 ** t
-    correction2 = 1 - beta2 ** t
+    beta1, beta2, correction1, correction2 = _bias_corrections(group)
     for p in params:
         grad = p.grad / clip
         m, v = opt.state[p]["exp_avg"], opt.state[p]["exp_avg_sq"]
@@ -117,11 +121,9 @@ def _update_each(opt: LAMB, group: dict[str, Any], params: list[torch.Tensor],
 def _update_all(opt: LAMB, group: dict[str, Any], params: list[torch.Tensor],
                 clip: torch.Tensor) -> None:
     """Steps 2-5 for ``params`` of ``group``, each operation over all tensors at once: the
-    same operations, in the same order, as :func:`_update_each`."""
-    beta1, beta2 = group["betas"]
-    t = group["step"]
-    correction1 = 1 - beta1 ** t
-    correction2 = 1 - beta2 ** t
+    same operations, in the same order, as :func:`_update_each` (in place where that one makes
+    a new tensor it only reads once)."""
+    beta1, beta2, correction1, correction2 = _bias_corrections(group)
     grads = torch._foreach_div([p.grad for p in params], clip)  # type: ignore[misc]
     ms = [opt.state[p]["exp_avg"] for p in params]
     vs = [opt.state[p]["exp_avg_sq"] for p in params]
@@ -132,12 +134,13 @@ def _update_all(opt: LAMB, group: dict[str, Any], params: list[torch.Tensor],
     denominators = torch._foreach_div(vs, correction2)
     torch._foreach_sqrt_(denominators)
     torch._foreach_add_(denominators, group["eps"])
-    updates = torch._foreach_div(torch._foreach_div(ms, correction1), denominators)
+    updates = torch._foreach_div(ms, correction1)
+    torch._foreach_div_(updates, denominators)
     if group["weight_decay"] != 0:
         torch._foreach_add_(updates, params, alpha=group["weight_decay"])
         p_norms = torch.stack(torch._foreach_norm(params))
         u_norms = torch.stack(torch._foreach_norm(updates))
         ratios = torch.where((p_norms > 0) & (u_norms > 0), p_norms / u_norms,
                              torch.ones_like(p_norms))
-        updates = torch._foreach_mul(updates, list(ratios.unbind()))
+        torch._foreach_mul_(updates, list(ratios.unbind()))
     torch._foreach_add_(params, updates, alpha=-group["lr"])
